@@ -1,0 +1,102 @@
+"""Our own Prometheus registry and every metric family the sidecar exports.
+
+Multi-worker: when ``PROMETHEUS_MULTIPROC_DIR`` is set (the supervisor sets it for its
+workers before they start), prometheus-client writes samples to shared files and
+:meth:`Metrics.render` aggregates every worker's files, so ``/metrics`` on any worker is
+correct for the whole process group.
+
+Labels are bounded: rule names from config, reason codes, methods folded to a fixed set,
+status codes; never a raw path, client-supplied string or token.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from sidecar import __version__
+
+KNOWN_METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)
+
+
+def method_label(method: str) -> str:
+    """Fold methods to a closed set so a client cannot mint label values."""
+    return method if method in KNOWN_METHODS else "OTHER"
+
+
+def multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+
+
+class Metrics:
+    """Every metric family, registered on a registry this object owns."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sidecar_requests", "Requests on the public port by outcome.",
+            ["rule", "method", "status", "decision"], registry=r)
+        self.request_duration = Histogram(
+            "sidecar_request_duration_seconds", "Time from request start to response end.",
+            ["rule"], buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_duration = Histogram(
+            "sidecar_upstream_duration_seconds", "Time from forwarding to upstream response headers.",
+            ["rule"], buckets=LATENCY_BUCKETS, registry=r)
+        self.denials = Counter(
+            "sidecar_denials", "Requests denied, by pipeline stage and reason code.",
+            ["stage", "reason"], registry=r)
+        self.ratelimit_decisions = Counter(
+            "sidecar_ratelimit_decisions", "Rate-limit decisions by policy.",
+            ["policy", "decision"], registry=r)
+        self.redis_errors = Counter(
+            "sidecar_redis_errors", "Redis operations that failed.", ["operation"], registry=r)
+        self.ratelimit_breaker_open = Gauge(
+            "sidecar_ratelimit_breaker_open", "1 while the rate-limit store circuit breaker is open.",
+            registry=r, multiprocess_mode="max")
+        self.jwks_refresh = Counter(
+            "sidecar_jwks_refresh", "JWKS fetches by issuer and result.",
+            ["issuer", "result"], registry=r)
+        self.signature_verifications = Counter(
+            "sidecar_signature_verifications", "HTTP message signature checks by result.",
+            ["result"], registry=r)
+        self.audit_queue_depth = Gauge(
+            "sidecar_audit_queue_depth", "Audit events waiting to be written.",
+            registry=r, multiprocess_mode="livesum")
+        self.audit_events = Counter(
+            "sidecar_audit_events", "Audit events by sink and result (written|spooled|dropped).",
+            ["sink", "result"], registry=r)
+        self.tokens_issued = Counter(
+            "sidecar_tokens_issued", "Tokens issued by the embedded token endpoint.",
+            ["client_id"], registry=r)
+        self.token_excessive_issuance = Counter(
+            "sidecar_token_excessive_issuance", "Token requests beyond excessive_issuance per ttl.",
+            ["client_id"], registry=r)
+        self.config_reloads = Counter(
+            "sidecar_config_reloads", "SIGHUP config reloads by result.", ["result"], registry=r)
+        self.build_info = Gauge(
+            "sidecar_build_info", "Build information; always 1.", ["version"],
+            registry=r, multiprocess_mode="max")
+        self.build_info.labels(version=__version__).set(1)
+
+    def render(self) -> bytes:
+        """Prometheus text exposition of this process, or of every worker in multiprocess mode."""
+        mp_dir = multiprocess_dir()
+        if mp_dir is None:
+            return generate_latest(self.registry)
+        aggregate = CollectorRegistry()
+        MultiProcessCollector(aggregate, path=mp_dir)
+        return generate_latest(aggregate)
