@@ -1,0 +1,175 @@
+"""Composition root: builds every stage from config and wires them into a Pipeline.
+
+This is the only module that knows every stage's constructor. A SIGHUP reload builds a new
+pipeline beside the live one, starts it, swaps it in with one assignment (requests already
+running finish on the old one) and closes the old one once it is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from sidecar.clientip import TrustedProxies
+from sidecar.config import ConfigError, LoadedConfig, load_config
+from sidecar.config.auth import ForwardConfig
+from sidecar.config.models import SidecarConfig
+from sidecar.headers import RequestHeaderPolicy
+from sidecar.metrics import Metrics
+from sidecar.pipeline import Limits, Pipeline, Stages
+from sidecar.stages import discard_event
+from sidecar.upstream import Upstream
+
+log = logging.getLogger("sidecar.app")
+
+
+@dataclass
+class Built:
+    """A pipeline and the resources it owns (closed together)."""
+
+    pipeline: Pipeline
+    resources: AsyncExitStack
+    readiness_sources: list[Any]
+
+
+async def build(config: SidecarConfig, metrics: Metrics) -> Built:
+    """Construct and start every stage of ``config``.
+
+    Raises:
+        Exception: a stage could not start (the caller keeps the previous pipeline).
+    """
+    stack = AsyncExitStack()
+    await stack.__aenter__()
+    try:
+        upstream = Upstream(config.upstream, config.server.max_body_bytes)
+        await upstream.start()
+        stack.push_async_callback(upstream.close)
+        forward = config.auth.forward if config.auth is not None else ForwardConfig()
+        stages = Stages(
+            upstream=upstream,
+            header_policy=RequestHeaderPolicy.build(
+                forward.strip_prefixes, forward.headers.keys(),
+                forward.authorization == "forward"),
+            identity_header_names=tuple(forward.headers.keys()),
+        )
+        readiness: list[Any] = []
+        _ = discard_event
+        pipeline = Pipeline(
+            stages,
+            Limits(config.server.max_body_bytes, config.server.max_header_bytes,
+                   config.server.max_url_bytes),
+            TrustedProxies(config.server.trusted_proxies),
+            metrics,
+            tls=config.server.tls is not None,
+            hsts_max_age=config.server.tls.hsts_max_age if config.server.tls else 0.0,
+        )
+        return Built(pipeline, stack, readiness)
+    except BaseException:
+        await stack.aclose()
+        raise
+
+
+class Runtime:
+    """The live pipeline of one worker process, and its reload logic."""
+
+    def __init__(self, loaded: LoadedConfig, metrics: Metrics) -> None:
+        self.loaded = loaded
+        self.metrics = metrics
+        self._built: Built | None = None
+        self._reload_lock = asyncio.Lock()
+
+    @property
+    def config(self) -> SidecarConfig:
+        return self.loaded.config
+
+    async def start(self) -> None:
+        self._built = await build(self.config, self.metrics)
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        built = self._built
+        assert built is not None
+        return await built.pipeline.handle(request)
+
+    @property
+    def in_flight(self) -> int:
+        return self._built.pipeline.in_flight if self._built is not None else 0
+
+    async def reload(self) -> bool:
+        """Re-read the config file; swap pipelines if it is valid. Returns success."""
+        async with self._reload_lock:
+            source = self.loaded.source
+            try:
+                loaded = await asyncio.get_running_loop().run_in_executor(
+                    None, load_config, source)
+            except ConfigError as exc:
+                return self._reject("; ".join(str(i) for i in exc.issues))
+            restart_only = _restart_only_changes(self.config, loaded.config)
+            if restart_only:
+                return self._reject("changes need a restart: " + ", ".join(restart_only))
+            try:
+                new = await build(loaded.config, self.metrics)
+            except Exception as exc:
+                log.exception("config reload failed while starting stages")
+                return self._reject(f"stages failed to start: {type(exc).__name__}")
+            old, self._built, self.loaded = self._built, new, loaded
+            self.metrics.config_reloads.labels("success").inc()
+            self._emit_reload("success")
+            log.info("config reloaded from %s", source)
+            if old is not None:
+                asyncio.get_running_loop().create_task(_retire(old))
+            return True
+
+    def _reject(self, detail: str) -> bool:
+        log.error("config reload rejected, keeping the running config: %s", detail)
+        self.metrics.config_reloads.labels("failure").inc()
+        self._emit_reload("failure")
+        return False
+
+    def _emit_reload(self, result: str) -> None:
+        built = self._built
+        if built is not None and built.pipeline.s.audit is not None:
+            built.pipeline.s.audit.emit("config_reload", {"result": result})
+
+    async def readiness(self) -> Mapping[str, bool]:
+        built = self._built
+        if built is None:
+            return {"config": False}
+        checks: dict[str, bool] = {"config": True}
+        checks["upstream"] = await built.pipeline.s.upstream.reachable()
+        for source in built.readiness_sources:
+            checks.update(source.readiness())
+        return checks
+
+    async def close(self, grace: float) -> None:
+        built, self._built = self._built, None
+        if built is not None:
+            await _retire(built, grace)
+
+
+def _restart_only_changes(old: SidecarConfig, new: SidecarConfig) -> list[str]:
+    """Settings bound to sockets and processes: a reload cannot apply them."""
+    changed = []
+    if old.server.listen != new.server.listen:
+        changed.append("server.listen")
+    if old.server.workers != new.server.workers:
+        changed.append("server.workers")
+    if (old.server.tls is None) != (new.server.tls is None):
+        changed.append("server.tls (on/off)")
+    if old.admin.listen != new.admin.listen:
+        changed.append("admin.listen")
+    return changed
+
+
+async def _retire(built: Built, grace: float = 30.0) -> None:
+    """Close a pipeline once its in-flight requests are done (or ``grace`` passes)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while built.pipeline.in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    await built.resources.aclose()

@@ -1,0 +1,167 @@
+"""One worker process: the public listener, the admin listener, signals and draining.
+
+SIGTERM/SIGINT: stop accepting, let in-flight requests finish within
+``server.shutdown_grace``, close stages (flushing audit), exit 0. SIGHUP: reload config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import ssl
+from typing import Any
+
+from aiohttp import web, web_protocol
+
+from sidecar.admin import build_admin_app
+from sidecar.app import Runtime
+from sidecar.config import LoadedConfig
+from sidecar.config.server import ServerConfig, split_listen
+from sidecar.metrics import Metrics
+
+log = logging.getLogger("sidecar.server")
+
+
+class _Handler(web_protocol.RequestHandler):
+    """aiohttp's protocol plus a header-read deadline (slowloris).
+
+    A connection must deliver a request's complete head within ``header_read_timeout`` of
+    its first byte (or of the connection opening); otherwise it is closed.
+    """
+
+    header_read_timeout: float = 10.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._in_request = False
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._head_timer is None and not self._in_request:
+            loop = asyncio.get_running_loop()
+            self._head_timer = loop.call_later(self.header_read_timeout, self._head_expired)
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        if not self._in_request and self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._arm()
+        super().data_received(data)
+
+    def request_started(self) -> None:
+        self._in_request = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def request_finished(self) -> None:
+        self._in_request = False
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        super().connection_lost(exc)
+
+
+class _Server(web.Server):
+    def __init__(self, *args: Any, header_read_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_read_timeout = header_read_timeout
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        handler = _Handler(self, loop=self._loop, **self._kwargs)
+        handler.header_read_timeout = self._header_read_timeout
+        return handler
+
+
+def public_server(runtime: Runtime, cfg: ServerConfig) -> web.Server:
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        protocol = request.protocol
+        if isinstance(protocol, _Handler):
+            protocol.request_started()
+        try:
+            return await runtime.handle(request)
+        finally:
+            if isinstance(protocol, _Handler):
+                protocol.request_finished()
+
+    return _Server(
+        handle,
+        header_read_timeout=cfg.header_read_timeout,
+        keepalive_timeout=cfg.keepalive_timeout,
+        # Let our own checks answer 414/431 as problem+json; the parser's limits sit above.
+        max_line_size=cfg.max_url_bytes + 1024,
+        max_field_size=cfg.max_header_bytes + 1024,
+        max_headers=256,
+        auto_decompress=False,
+        access_log=None,
+        handler_cancellation=True,
+    )
+
+
+def bind(listen: str, reuse_port: bool) -> socket.socket:
+    host, port = split_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock
+
+
+def server_ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
+    if cfg.tls is None:
+        return None
+    from sidecar.tls import build_server_context
+
+    return build_server_context(cfg.tls)
+
+
+async def serve(loaded: LoadedConfig, *, reuse_port: bool) -> int:
+    """Run one worker until SIGTERM; return the exit code."""
+    config = loaded.config
+    metrics = Metrics()
+    runtime = Runtime(loaded, metrics)
+    await runtime.start()
+    loop = asyncio.get_running_loop()
+    public = public_server(runtime, config.server)
+    ssl_ctx = server_ssl_context(config.server)
+    public_sock = bind(config.server.listen, reuse_port)
+    listener = await loop.create_server(public, sock=public_sock, ssl=ssl_ctx)
+    admin_runner = web.AppRunner(build_admin_app(metrics, runtime.readiness), access_log=None)
+    await admin_runner.setup()
+    admin_site = web.SockSite(admin_runner, bind(config.admin.listen, reuse_port))
+    await admin_site.start()
+    log.info("listening on %s (admin %s)", config.server.listen, config.admin.listen)
+
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(runtime.reload()))
+    await stop.wait()
+
+    grace = runtime.config.server.shutdown_grace
+    log.info("draining: up to %.1fs for in-flight requests", grace)
+    listener.close()
+    await public.shutdown(grace)
+    await admin_runner.cleanup()
+    await runtime.close(grace)
+    log.info("stopped")
+    return 0
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
