@@ -23,6 +23,8 @@ from sidecar.config.models import SidecarConfig
 from sidecar.headers import RequestHeaderPolicy
 from sidecar.metrics import Metrics
 from sidecar.pipeline import Limits, Pipeline, Stages
+from sidecar.rbac import RBACAuthorizer
+from sidecar.routes import RouteTable
 from sidecar.stages import discard_event
 from sidecar.upstream import Upstream
 
@@ -58,6 +60,9 @@ async def build(config: SidecarConfig, metrics: Metrics) -> Built:
                 forward.authorization == "forward"),
             identity_header_names=tuple(forward.headers.keys()),
         )
+        if config.rbac is not None:
+            stages.router = RouteTable.from_config(config.rbac)
+            stages.authorizer = RBACAuthorizer.from_config(config.rbac)
         readiness: list[Any] = []
         _ = discard_event
         pipeline = Pipeline(

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from typing import TYPE_CHECKING
+
 from pydantic import ValidationError
 
-from sidecar.config.models import SidecarConfig
+if TYPE_CHECKING:
+    from sidecar.config.models import SidecarConfig
 
 DEFAULT_CONFIG_PATH = "config/sidecar.yaml"
 _ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
@@ -50,12 +53,12 @@ class ConfigError(Exception):
 class LoadedConfig:
     """A validated config with where it came from and any warnings."""
 
-    config: SidecarConfig
+    config: "SidecarConfig"
     source: str
     warnings: tuple[ConfigIssue, ...] = field(default=())
 
 
-CrossCheck = Callable[[SidecarConfig], Iterable[ConfigIssue]]
+CrossCheck = Callable[["SidecarConfig"], Iterable[ConfigIssue]]
 _cross_checks: list[CrossCheck] = []
 
 
@@ -142,6 +145,10 @@ def parse_text(text: str, source: str = "<string>",
     Raises:
         ConfigError: with every problem found.
     """
+    # Imported here so section modules can import this module (register_cross_check,
+    # ConfigIssue) without a cycle through the root model.
+    from sidecar.config.models import SidecarConfig
+
     env = os.environ if env is None else env
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
