@@ -22,7 +22,7 @@ def build_admin_app(metrics: Metrics, readiness: ReadinessProbe) -> web.Applicat
     async def readyz(_: web.Request) -> web.Response:
         try:
             checks = dict(await asyncio.wait_for(readiness(), timeout=3.0))
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             checks = {"readiness_probe": False}
         ready = all(checks.values())
         return web.Response(

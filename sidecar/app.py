@@ -8,6 +8,7 @@ running finish on the old one) and closes the old one once it is idle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
@@ -173,8 +174,6 @@ def _restart_only_changes(old: SidecarConfig, new: SidecarConfig) -> list[str]:
 
 async def _retire(built: Built, grace: float = 30.0) -> None:
     """Close a pipeline once its in-flight requests are done (or ``grace`` passes)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
-    while built.pipeline.in_flight and loop.time() < deadline:
-        await asyncio.sleep(0.05)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(built.pipeline.idle.wait(), grace)
     await built.resources.aclose()

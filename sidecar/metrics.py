@@ -54,7 +54,8 @@ class Metrics:
             "sidecar_request_duration_seconds", "Time from request start to response end.",
             ["rule"], buckets=LATENCY_BUCKETS, registry=r)
         self.upstream_duration = Histogram(
-            "sidecar_upstream_duration_seconds", "Time from forwarding to upstream response headers.",
+            "sidecar_upstream_duration_seconds",
+            "Time from forwarding to upstream response headers.",
             ["rule"], buckets=LATENCY_BUCKETS, registry=r)
         self.denials = Counter(
             "sidecar_denials", "Requests denied, by pipeline stage and reason code.",
@@ -65,7 +66,8 @@ class Metrics:
         self.redis_errors = Counter(
             "sidecar_redis_errors", "Redis operations that failed.", ["operation"], registry=r)
         self.ratelimit_breaker_open = Gauge(
-            "sidecar_ratelimit_breaker_open", "1 while the rate-limit store circuit breaker is open.",
+            "sidecar_ratelimit_breaker_open",
+            "1 while the rate-limit store circuit breaker is open.",
             registry=r, multiprocess_mode="max")
         self.jwks_refresh = Counter(
             "sidecar_jwks_refresh", "JWKS fetches by issuer and result.",
@@ -98,5 +100,5 @@ class Metrics:
         if mp_dir is None:
             return generate_latest(self.registry)
         aggregate = CollectorRegistry()
-        MultiProcessCollector(aggregate, path=mp_dir)
+        MultiProcessCollector(aggregate, path=mp_dir)  # type: ignore[no-untyped-call]
         return generate_latest(aggregate)

@@ -24,7 +24,8 @@ from sidecar.problem import BadPath
 _ALLOWED = re.compile(r"/[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
 # Only characters that can never appear literally in a path may be percent-encoded:
 # space " # < > ? [ ] ^ ` { | }. Encoding anything else creates a second spelling of it.
-_ENCODABLE = frozenset({0x20, 0x22, 0x23, 0x3C, 0x3E, 0x3F, 0x5B, 0x5D, 0x5E, 0x60, 0x7B, 0x7C, 0x7D})
+_ENCODABLE = frozenset(
+    {0x20, 0x22, 0x23, 0x3C, 0x3E, 0x3F, 0x5B, 0x5D, 0x5E, 0x60, 0x7B, 0x7C, 0x7D})
 _PCT = re.compile(r"%(..?)")
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -55,7 +56,8 @@ def _check_percent(raw_path: str) -> None:
         if len(digits) != 2 or not (digits[0] in _HEX and digits[1] in _HEX):
             raise BadPath("invalid percent-encoding")
         if int(digits, 16) not in _ENCODABLE:
-            raise BadPath("percent-encoded character that has a literal form, or a control or non-ASCII byte")
+            raise BadPath("percent-encoding of a character with a literal form, a control"
+                          " or a non-ASCII byte")
 
 
 _METHOD_OVERRIDE_QUERY = re.compile(r"(?:^|&)_method(?:=|&|$)", re.IGNORECASE)

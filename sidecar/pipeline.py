@@ -10,6 +10,7 @@ alike. A request denied at a step consumes nothing at later steps.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -101,10 +102,14 @@ class Pipeline:
             self._fixed_headers["Strict-Transport-Security"] = (
                 f"max-age={int(hsts_max_age)}; includeSubDomains")
         self.in_flight = 0
+        self.idle = asyncio.Event()
+        """Set whenever no request is running (a retired pipeline closes on it)."""
+        self.idle.set()
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         ctx = self._context(request)
         self.in_flight += 1
+        self.idle.clear()
         response: web.StreamResponse | None = None
         try:
             response = await self._run(request, ctx)
@@ -119,6 +124,8 @@ class Pipeline:
             return response
         finally:
             self.in_flight -= 1
+            if not self.in_flight:
+                self.idle.set()
             self._observe(ctx)
 
     def _context(self, request: web.BaseRequest) -> RequestContext:

@@ -78,7 +78,8 @@ class URITooLong(SidecarError):
 
 
 class HeadersTooLarge(SidecarError):
-    status, code, title, stage = 431, "headers_too_large", "Request header fields too large", "request"
+    status, code, stage = 431, "headers_too_large", "request"
+    title = "Request header fields too large"
     detail = "The request headers exceed the configured limit."
 
 

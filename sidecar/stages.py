@@ -116,7 +116,7 @@ class SignatureVerifier(Protocol):
     def required_for(self, route: RouteMatch) -> bool: ...
 
     async def verify(
-        self, request: web.Request, ctx: RequestContext, body: bytes
+        self, request: web.BaseRequest, ctx: RequestContext, body: bytes
     ) -> str: ...
 
 
@@ -124,7 +124,7 @@ class ResponseSigner(Protocol):
     """Optional: headers that sign a response (``Signature-Input``, ``Signature``, digest)."""
 
     def sign(
-        self, request: web.Request, status: int, headers: Mapping[str, str], body: bytes
+        self, request: web.BaseRequest, status: int, headers: Mapping[str, str], body: bytes
     ) -> Mapping[str, str]: ...
 
 
@@ -141,4 +141,4 @@ class LocalEndpoint(Protocol):
 
     paths: frozenset[str]
 
-    async def handle(self, request: web.Request, ctx: RequestContext) -> web.StreamResponse: ...
+    async def handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse: ...

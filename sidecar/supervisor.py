@@ -84,7 +84,7 @@ class Supervisor:
                     continue
                 del self.procs[slot]
                 with contextlib.suppress(Exception):
-                    multiprocess.mark_process_dead(proc.pid)
+                    multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
                 if self.stopping:
                     log.info("worker %d exited (%d)", slot, code)
                     continue

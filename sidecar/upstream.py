@@ -78,12 +78,12 @@ class Upstream:
             await self._session.close()
             self._session = None
 
-    async def reachable(self, timeout: float = 1.0) -> bool:
-        """A TCP connect to the backend succeeds (for /readyz)."""
+    async def reachable(self) -> bool:
+        """A TCP connect to the backend succeeds within ``connect_timeout`` (for /readyz)."""
         try:
             _, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), timeout)
-        except (OSError, asyncio.TimeoutError):
+                asyncio.open_connection(self.host, self.port), self._cfg.connect_timeout)
+        except (TimeoutError, OSError):
             return False
         writer.close()
         return True

@@ -12,11 +12,9 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from typing import TYPE_CHECKING
-
 from pydantic import ValidationError
 
 if TYPE_CHECKING:
@@ -53,7 +51,7 @@ class ConfigError(Exception):
 class LoadedConfig:
     """A validated config with where it came from and any warnings."""
 
-    config: "SidecarConfig"
+    config: SidecarConfig
     source: str
     warnings: tuple[ConfigIssue, ...] = field(default=())
 

@@ -11,7 +11,9 @@ from sidecar.headers import (
 POLICY = RequestHeaderPolicy.build(["X-Auth-"], ["X-Auth-Client-Id", "X-Tenant"], False)
 
 
-def _filter(pairs: list[tuple[str, str]], sidecar: dict[str, str] | None = None) -> CIMultiDict[str]:
+def _filter(
+    pairs: list[tuple[str, str]], sidecar: dict[str, str] | None = None
+) -> CIMultiDict[str]:
     return upstream_request_headers(CIMultiDictProxy(CIMultiDict(pairs)), POLICY, sidecar or {})
 
 

@@ -1,0 +1,1 @@
+"""``sidecar demo``: a mock payments backend with the sidecar in front of it, on loopback."""
