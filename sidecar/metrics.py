@@ -45,6 +45,10 @@ class Metrics:
     """Every metric family, registered on a registry this object owns."""
 
     def __init__(self) -> None:
+        mp_dir = multiprocess_dir()
+        if mp_dir is not None:
+            # An emptyDir/tmpfs starts empty; prometheus-client needs the directory to exist.
+            os.makedirs(mp_dir, exist_ok=True)
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
