@@ -13,20 +13,21 @@ import logging
 from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
+from sidecar.authn import JWTAuthenticator
 from sidecar.clientip import TrustedProxies
 from sidecar.config import ConfigError, LoadedConfig, load_config
 from sidecar.config.auth import ForwardConfig
 from sidecar.config.models import SidecarConfig
 from sidecar.headers import RequestHeaderPolicy
+from sidecar.issuer import TokenIssuer
 from sidecar.metrics import Metrics
 from sidecar.pipeline import Limits, Pipeline, Stages
 from sidecar.rbac import RBACAuthorizer
 from sidecar.routes import RouteTable
-from sidecar.stages import discard_event
+from sidecar.stages import EventEmitter, ReadinessCheck, discard_event
 from sidecar.upstream import Upstream
 
 log = logging.getLogger("sidecar.app")
@@ -38,11 +39,15 @@ class Built:
 
     pipeline: Pipeline
     resources: AsyncExitStack
-    readiness_sources: list[Any]
+    readiness_sources: list[ReadinessCheck]
+    authenticator: JWTAuthenticator | None = None
 
 
-async def build(config: SidecarConfig, metrics: Metrics) -> Built:
+async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None = None) -> Built:
     """Construct and start every stage of ``config``.
+
+    ``previous`` is the pipeline being replaced on reload: stages carry over state that is
+    expensive or rate-limited to rebuild (fetched JWKS).
 
     Raises:
         Exception: a stage could not start (the caller keeps the previous pipeline).
@@ -64,8 +69,23 @@ async def build(config: SidecarConfig, metrics: Metrics) -> Built:
         if config.rbac is not None:
             stages.router = RouteTable.from_config(config.rbac)
             stages.authorizer = RBACAuthorizer.from_config(config.rbac)
-        readiness: list[Any] = []
-        _ = discard_event
+        readiness: list[ReadinessCheck] = []
+        emit: EventEmitter = discard_event
+
+        issuer: TokenIssuer | None = None
+        if config.token_endpoint is not None and config.token_endpoint.enabled:
+            issuer = TokenIssuer(config.token_endpoint, metrics, emit)
+            stages.local_endpoints = dict.fromkeys(issuer.paths, issuer)
+        authenticator: JWTAuthenticator | None = None
+        if config.auth is not None:
+            authenticator = JWTAuthenticator(
+                config.auth, metrics, emit,
+                builtin_keys=issuer.builtin_public_keys() if issuer is not None else None,
+                previous=previous.authenticator if previous is not None else None)
+            await authenticator.start()
+            stack.push_async_callback(authenticator.close)
+            stages.authenticator = authenticator
+            readiness.append(authenticator)
         pipeline = Pipeline(
             stages,
             Limits(config.server.max_body_bytes, config.server.max_header_bytes,
@@ -75,7 +95,7 @@ async def build(config: SidecarConfig, metrics: Metrics) -> Built:
             tls=config.server.tls is not None,
             hsts_max_age=config.server.tls.hsts_max_age if config.server.tls else 0.0,
         )
-        return Built(pipeline, stack, readiness)
+        return Built(pipeline, stack, readiness, authenticator)
     except BaseException:
         await stack.aclose()
         raise
@@ -119,7 +139,7 @@ class Runtime:
             if restart_only:
                 return self._reject("changes need a restart: " + ", ".join(restart_only))
             try:
-                new = await build(loaded.config, self.metrics)
+                new = await build(loaded.config, self.metrics, previous=self._built)
             except Exception as exc:
                 log.exception("config reload failed while starting stages")
                 return self._reject(f"stages failed to start: {type(exc).__name__}")
