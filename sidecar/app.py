@@ -21,12 +21,17 @@ from sidecar.clientip import TrustedProxies
 from sidecar.config import ConfigError, LoadedConfig, load_config
 from sidecar.config.auth import ForwardConfig
 from sidecar.config.models import SidecarConfig
+from sidecar.config.signatures import effective_nonce_store
 from sidecar.headers import RequestHeaderPolicy
 from sidecar.issuer import TokenIssuer
 from sidecar.metrics import Metrics
 from sidecar.pipeline import Limits, Pipeline, Stages
 from sidecar.rbac import RBACAuthorizer
+from sidecar.redisconn import RedisClient, build_redis, close_redis
 from sidecar.routes import RouteTable
+from sidecar.signatures.keys import load_response_key
+from sidecar.signatures.signer import ResponseSigner
+from sidecar.signatures.verifier import SignatureStage, build_nonce_store
 from sidecar.stages import EventEmitter, ReadinessCheck, discard_event
 from sidecar.upstream import Upstream
 
@@ -41,6 +46,7 @@ class Built:
     resources: AsyncExitStack
     readiness_sources: list[ReadinessCheck]
     authenticator: JWTAuthenticator | None = None
+    redis: RedisClient | None = None
 
 
 async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None = None) -> Built:
@@ -72,6 +78,11 @@ async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None 
         readiness: list[ReadinessCheck] = []
         emit: EventEmitter = discard_event
 
+        redis: RedisClient | None = None
+        if config.redis is not None:
+            redis = build_redis(config.redis)
+            stack.push_async_callback(close_redis, redis)
+
         issuer: TokenIssuer | None = None
         if config.token_endpoint is not None and config.token_endpoint.enabled:
             issuer = TokenIssuer(config.token_endpoint, metrics, emit)
@@ -86,6 +97,15 @@ async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None 
             stack.push_async_callback(authenticator.close)
             stages.authenticator = authenticator
             readiness.append(authenticator)
+        if config.signatures is not None:
+            sig = config.signatures
+            nonce_store = build_nonce_store(
+                effective_nonce_store(config), redis,  # type: ignore[arg-type]
+                config.redis.key_prefix if config.redis else "sidecar:",
+                config.redis.timeout if config.redis else None)
+            stages.signatures = SignatureStage(sig, nonce_store, metrics, emit)
+            if sig.response is not None:
+                stages.response_signer = ResponseSigner(load_response_key(sig.response))
         pipeline = Pipeline(
             stages,
             Limits(config.server.max_body_bytes, config.server.max_header_bytes,
@@ -95,7 +115,7 @@ async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None 
             tls=config.server.tls is not None,
             hsts_max_age=config.server.tls.hsts_max_age if config.server.tls else 0.0,
         )
-        return Built(pipeline, stack, readiness, authenticator)
+        return Built(pipeline, stack, readiness, authenticator, redis)
     except BaseException:
         await stack.aclose()
         raise

@@ -190,8 +190,16 @@ class Pipeline:
         # 7. forward
         headers = upstream_request_headers(
             request.headers, s.header_policy, self._sidecar_headers(ctx, identity_headers))
+        sign_response = None
+        if s.response_signer is not None:
+            signer = s.response_signer
+
+            def sign_response(status: int, headers: CIMultiDict[str],
+                              content: bytes) -> Mapping[str, str]:
+                return signer.sign(request, status, headers, content)
+
         response, ctx.upstream_seconds = await s.upstream.forward(
-            request, headers, body, self._response_headers(ctx))
+            request, headers, body, self._response_headers(ctx), sign_response)
         return response
 
     async def _authenticate(self, authorization: Sequence[str], ctx: RequestContext):  # type: ignore[no-untyped-def]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Final
 
 import aiohttp
@@ -26,6 +26,10 @@ from sidecar.problem import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailabl
 # Responses up to this size with a known length are read whole and written in one go:
 # fewer writes for the common small JSON answer, still bounded memory.
 SMALL_BODY: Final = 64 * 1024
+# A signed response must be buffered to digest it; this bounds that buffer.
+MAX_SIGNED_RESPONSE: Final = 64 * 1024 * 1024
+
+SignResponse = Callable[[int, CIMultiDict[str], bytes], Mapping[str, str]]
 CHUNK: Final = 64 * 1024
 
 
@@ -94,6 +98,7 @@ class Upstream:
         headers: CIMultiDict[str],
         body: bytes | None,
         response_headers: CIMultiDict[str],
+        sign_response: SignResponse | None = None,
     ) -> tuple[web.StreamResponse, float]:
         """Send the request upstream and stream the answer to the client.
 
@@ -129,10 +134,41 @@ class Upstream:
             raise UpstreamUnavailable(f"upstream request failed: {type(exc).__name__}") from exc
         upstream_seconds = time.perf_counter() - started
         try:
-            response = await self._relay(request, upstream, response_headers)
+            response: web.StreamResponse
+            if sign_response is not None:
+                response = await self._relay_signed(upstream, response_headers, sign_response)
+            else:
+                response = await self._relay(request, upstream, response_headers)
         finally:
             upstream.release()
         return response, upstream_seconds
+
+    async def _relay_signed(
+        self,
+        upstream: aiohttp.ClientResponse,
+        extra_headers: CIMultiDict[str],
+        sign_response: SignResponse,
+    ) -> web.Response:
+        """Buffer the whole response (bounded) so its digest and signature can be sent."""
+        headers = downstream_response_headers(upstream.headers)
+        headers.update(extra_headers)
+        headers.popall("Content-Length", None)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self._cfg.idle_timeout) as deadline:
+                loop = asyncio.get_running_loop()
+                async for chunk in upstream.content.iter_chunked(CHUNK):
+                    size += len(chunk)
+                    if size > MAX_SIGNED_RESPONSE:
+                        raise UpstreamUnavailable("response too large to sign")
+                    chunks.append(chunk)
+                    deadline.reschedule(loop.time() + self._cfg.idle_timeout)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise UpstreamTimeout("backend stalled while sending the body") from exc
+        body = b"".join(chunks)
+        headers.update(sign_response(upstream.status, headers, body))
+        return web.Response(status=upstream.status, headers=headers, body=body)
 
     async def _relay(
         self,
