@@ -25,6 +25,7 @@ from sidecar.context import ClientCert, Identity, RouteMatch
 from sidecar.problem import SidecarError
 
 _EMPTY: frozenset[str] = frozenset()
+_SCOPE_CHECKS = frozenset({"all_scopes", "any_scopes"})
 MISSING: Any = object()
 """What :func:`claim_value` returns for an absent claim."""
 
@@ -288,7 +289,7 @@ def decide(identity: Identity | None, rule: Rule, params: Mapping[str, str],
 
 def _denial(failed: Check, rule: str, roles: frozenset[str], permissions: frozenset[str],
             checks: tuple[Check, ...] = ()) -> Decision:
-    scope_failure = failed.kind in ("all_scopes", "any_scopes")
+    scope_failure = failed.kind in _SCOPE_CHECKS
     return Decision(
         False, "insufficient_scope" if scope_failure else "forbidden", failed.detail,
         rule, roles, permissions,
@@ -350,15 +351,14 @@ class RBACAuthorizer:
         failed = _first_failure(req, permissions, roles, identity, route.params, client_cert)
         if failed is None:
             return
-        decision = _denial(failed, rule.name, roles, permissions)
-        log = f"rule {decision.rule}: {decision.detail}"
-        if decision.missing:
+        log = f"rule {rule.name}: {failed.detail}"
+        if failed.missing:
             # Names of scopes, roles or claims only, never claim values.
-            log += f" ({', '.join(decision.missing)})"
-        if decision.reason == "insufficient_scope":
-            raise InsufficientScope(log, scopes=decision.required_scopes, realm=self._realm,
-                                    reason_detail=decision.detail)
-        raise Forbidden(log, reason_detail=decision.detail)
+            log += f" ({', '.join(failed.missing)})"
+        if failed.kind in _SCOPE_CHECKS:
+            raise InsufficientScope(log, scopes=failed.required, realm=self._realm,
+                                    reason_detail=failed.detail)
+        raise Forbidden(log, reason_detail=failed.detail)
 
 
 __all__ = [
