@@ -7,15 +7,17 @@ given by the operator instead of a verified token. Nothing here is on the reques
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
+from sidecar.authn.claims import build_identity
+from sidecar.authn.errors import TokenInvalid
+from sidecar.config.auth import ClaimsConfig
 from sidecar.config.models import SidecarConfig
 from sidecar.config.types import StrictModel
 from sidecar.context import ClientCert, Identity, RouteMatch
@@ -27,81 +29,35 @@ EXPLAIN_CERT = ClientCert(subject="CN=policy-test", sans=(), sha256_thumbprint="
 """Stands for "the connection presented a verified client certificate"."""
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimMapping:
-    """Where identity values come from in the claims (SPEC ``auth.claims``)."""
-
-    client_id: tuple[str, ...] = ("client_id", "azp", "sub")
-    scopes: tuple[str, ...] = ("scope", "scp")
-    roles: tuple[str, ...] = ("roles",)
+ClaimMapping = ClaimsConfig
+"""Where identity values come from in the claims (SPEC ``auth.claims``)."""
 
 
-def _paths(value: Any, default: tuple[str, ...]) -> tuple[str, ...]:
-    if isinstance(value, str):
-        return (value,)
-    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    return default
+def claim_mapping(config: SidecarConfig | None) -> ClaimsConfig:
+    """The config's ``auth.claims`` (defaults when there is no ``auth`` section)."""
+    if config is None or config.auth is None:
+        return ClaimsConfig()
+    return config.auth.claims
 
 
-def claim_mapping(config: SidecarConfig | None) -> ClaimMapping:
-    """The config's ``auth.claims``, read by attribute so the auth models stay theirs."""
-    claims = getattr(getattr(config, "auth", None), "claims", None)
-    base = ClaimMapping()
-    if claims is None:
-        return base
-    return ClaimMapping(
-        client_id=_paths(getattr(claims, "client_id", None), base.client_id),
-        scopes=_paths(getattr(claims, "scopes", None), base.scopes),
-        roles=_paths(getattr(claims, "roles", None), base.roles),
-    )
-
-
-def _at(claims: Mapping[str, Any], path: str) -> Any:
-    value: Any = claims
-    for part in path.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _string_set(value: Any, what: str) -> frozenset[str]:
-    if value is None:
-        return frozenset()
-    if isinstance(value, str):
-        return frozenset(value.split())
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return frozenset(v for v in value if v)
-    raise ValueError(f"the {what} claim is neither a string nor a list of strings")
-
-
-def identity_from_claims(claims: Mapping[str, Any], mapping: ClaimMapping | None = None
+def identity_from_claims(claims: Mapping[str, Any], mapping: ClaimsConfig | None = None
                          ) -> Identity:
-    """Build the identity the proxy would build from these (verified) claims.
+    """Build the identity the proxy would build from these (verified) claims, with the
+    proxy's own claim mapping (:func:`sidecar.authn.claims.build_identity`).
 
     Raises:
         ValueError: no client id claim, or a scopes/roles claim of the wrong type (the
             proxy answers such a token with 401 ``token_invalid``).
     """
-    mapping = mapping or ClaimMapping()
-    client_id = next((v for v in (claims.get(n) for n in mapping.client_id)
-                      if isinstance(v, str) and v), None)
-    if client_id is None:
-        raise ValueError(f"no client id claim (looked for {', '.join(mapping.client_id)})")
-    scopes = next((v for v in (_at(claims, p) for p in mapping.scopes) if v is not None), None)
-    roles = next((v for v in (_at(claims, p) for p in mapping.roles) if v is not None), None)
-    sub, iss, exp, jti = (claims.get(k) for k in ("sub", "iss", "exp", "jti"))
-    return Identity(
-        client_id=client_id,
-        subject=sub if isinstance(sub, str) and sub else client_id,
-        issuer=iss if isinstance(iss, str) else "",
-        scopes=_string_set(scopes, "scopes"),
-        roles=_string_set(roles, "roles"),
-        claims=MappingProxyType(dict(claims)),
-        expires_at=float(exp) if isinstance(exp, int | float) and math.isfinite(exp) else 0.0,
-        token_id=jti if isinstance(jti, str) else None,
-    )
+    exp = claims.get("exp")
+    iss = claims.get("iss")
+    try:
+        return build_identity(
+            claims, mapping or ClaimsConfig(), issuer=iss if isinstance(iss, str) else "",
+            expires_at=float(exp) if isinstance(exp, int | float) and math.isfinite(exp)
+            else 0.0)
+    except TokenInvalid as exc:
+        raise ValueError(exc.log_detail) from exc
 
 
 @dataclass(frozen=True, slots=True)
