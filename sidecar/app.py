@@ -26,6 +26,7 @@ from sidecar.headers import RequestHeaderPolicy
 from sidecar.issuer import TokenIssuer
 from sidecar.metrics import Metrics
 from sidecar.pipeline import Limits, Pipeline, Stages
+from sidecar.ratelimit import RateLimitStage
 from sidecar.rbac import RBACAuthorizer
 from sidecar.redisconn import RedisClient, build_redis, close_redis
 from sidecar.routes import RouteTable
@@ -83,9 +84,20 @@ async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None 
             redis = build_redis(config.redis)
             stack.push_async_callback(close_redis, redis)
 
+        limiter: RateLimitStage | None = None
+        if config.rate_limits is not None:
+            limiter = RateLimitStage(config.rate_limits, redis, metrics, emit,
+                                     redis_config=config.redis)
+            await limiter.start()
+            stack.push_async_callback(limiter.close)
+            stages.rate_limiter = limiter
+            readiness.append(limiter)
+
         issuer: TokenIssuer | None = None
         if config.token_endpoint is not None and config.token_endpoint.enabled:
-            issuer = TokenIssuer(config.token_endpoint, metrics, emit)
+            issuer = TokenIssuer(
+                config.token_endpoint, metrics, emit,
+                charge_failure=limiter.check_unauthenticated if limiter is not None else None)
             stages.local_endpoints = dict.fromkeys(issuer.paths, issuer)
         authenticator: JWTAuthenticator | None = None
         if config.auth is not None:

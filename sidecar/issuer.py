@@ -50,7 +50,7 @@ JWT_TYP = "at+jwt"  # RFC 9068 §2.1
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
-ChargeFailure = Callable[[RequestContext], Awaitable[None]]
+ChargeFailure = Callable[[RequestContext], Awaitable[object]]
 
 _DESCRIPTIONS = {
     "invalid_request": "The request is missing a parameter, repeats one, or is malformed.",
@@ -203,6 +203,7 @@ class TokenIssuer:
         self.config = config
         self.paths = frozenset({config.path, config.jwks_path})
         self.charge_failure = charge_failure
+        self._extra_claims = {c.client_id: dict(c.claims) for c in config.clients}
         self._metrics, self._emit, self._clock = metrics, emit, clock
         self._keys = tuple(signing_keys) if signing_keys is not None else \
             load_signing_keys(config)
@@ -304,6 +305,7 @@ class TokenIssuer:
         ttl = int(self.config.ttl)
         scope = " ".join(scopes)
         claims: dict[str, Any] = {
+            **self._extra_claims.get(client_id, {}),
             "iss": self.config.issuer, "aud": self.config.audience, "sub": client_id,
             "client_id": client_id, "scope": scope, "iat": now, "exp": now + ttl,
             "jti": secrets.token_urlsafe(16),

@@ -37,6 +37,7 @@ from sidecar.problem import (
     URITooLong,
     problem_body,
 )
+from sidecar.ratelimit import rate_limit_headers
 from sidecar.stages import (
     AuditLog,
     Authenticator,
@@ -180,7 +181,7 @@ class Pipeline:
             # 5. rate limits of the client and rule
             if s.rate_limiter is not None:
                 ctx.rate_limit = await s.rate_limiter.check_authenticated(
-                    ctx, tuple(getattr(ctx.route.rule, "rate_limits", ()) or ()))
+                    ctx, ctx.route.rule.rate_limits, headers=request.headers)
             identity_headers = s.authenticator.identity_headers(ctx.identity)
         # 6. signature and digest
         body: bytes | None = None
@@ -210,7 +211,7 @@ class Pipeline:
         # unless its token is already verified (CPU exhaustion by garbage tokens).
         if (limiter is not None and limiter.unauthenticated_exhausted(ctx)
                 and not s.authenticator.is_cached(authorization)):
-            await limiter.check_unauthenticated(ctx)
+            raise limiter.exhausted_error(ctx)
         try:
             return await s.authenticator.authenticate(authorization, ctx.client_cert)
         except SidecarError as err:
@@ -248,7 +249,7 @@ class Pipeline:
         headers: CIMultiDict[str] = CIMultiDict(self._fixed_headers)
         headers["X-Request-Id"] = ctx.request_id
         if ctx.rate_limit is not None:
-            headers.update(rate_limit_headers(ctx))
+            headers.update(rate_limit_headers(ctx.rate_limit))
         return headers
 
     def _problem(self, err: SidecarError, ctx: RequestContext) -> web.Response:
@@ -278,19 +279,6 @@ class Pipeline:
             m.denials.labels(ctx.stage, ctx.reason).inc()
         if self.s.audit is not None:
             self.s.audit.record_request(ctx)
-
-
-def rate_limit_headers(ctx: RequestContext) -> dict[str, str]:
-    outcome = ctx.rate_limit
-    if outcome is None:
-        return {}
-    import math
-
-    return {
-        "RateLimit-Limit": str(outcome.limit),
-        "RateLimit-Remaining": str(max(0, outcome.remaining)),
-        "RateLimit-Reset": str(max(0, math.ceil(outcome.reset_seconds))),
-    }
 
 
 async def read_body(request: web.BaseRequest, limit: int) -> bytes:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from sidecar.context import ClientCert, Identity, RateLimitOutcome, RequestContext, RouteMatch
+from sidecar.problem import SidecarError
 
 
 class EventEmitter(Protocol):
@@ -102,8 +103,15 @@ class RateLimiter(Protocol):
         ...
 
     async def check_authenticated(
-        self, ctx: RequestContext, rule_policies: Sequence[str]
-    ) -> RateLimitOutcome | None: ...
+        self, ctx: RequestContext, rule_policies: Sequence[str], *,
+        headers: Mapping[str, str] | None = None,
+    ) -> RateLimitOutcome | None:
+        """``headers`` are the request's, for ``header:NAME`` policy keys."""
+        ...
+
+    def exhausted_error(self, ctx: RequestContext) -> SidecarError:
+        """The 429 for an IP known to be exhausted, without asking the store."""
+        ...
 
 
 class SignatureVerifier(Protocol):

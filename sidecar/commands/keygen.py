@@ -65,20 +65,31 @@ def _write(path: Path, data: bytes, mode: int, force: bool) -> None:
     os.chmod(path, mode)  # O_CREAT's mode is masked by umask and ignored for existing files
 
 
+def key_files(alg: str, kid: str, out: Path, rsa_bits: int = 3072
+              ) -> list[tuple[Path, bytes, int]]:
+    """The three files of a new key pair: (path, content, mode), nothing written yet."""
+    key = generate(alg, rsa_bits)
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+    jwk = json.dumps(public_jwk(key, kid, alg), indent=2).encode() + b"\n"
+    return [(out / f"{kid}.pem", private_pem, 0o600),
+            (out / f"{kid}.pub.pem", public_pem, 0o644),
+            (out / f"{kid}.jwk.json", jwk, 0o644)]
+
+
+def write_key_files(files: list[tuple[Path, bytes, int]], force: bool = False) -> None:
+    for path, data, mode in files:
+        _write(path, data, mode, force)
+
+
 def run(args: argparse.Namespace) -> int:
     if not _KID_RE.match(args.kid):
         print("keygen: --kid must be 1-128 letters, digits, '.', '_' or '-'", file=sys.stderr)
         return 2
     out = Path(args.out)
-    key = generate(args.alg, args.rsa_bits)
-    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
-    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                               serialization.PublicFormat.SubjectPublicKeyInfo)
-    jwk = json.dumps(public_jwk(key, args.kid, args.alg), indent=2).encode() + b"\n"
-    files = [(out / f"{args.kid}.pem", private_pem, 0o600),
-             (out / f"{args.kid}.pub.pem", public_pem, 0o644),
-             (out / f"{args.kid}.jwk.json", jwk, 0o644)]
+    files = key_files(args.alg, args.kid, out, args.rsa_bits)
     try:
         out.mkdir(parents=True, exist_ok=True)
         existing = [str(p) for p, _, _ in files if p.exists()]
@@ -86,8 +97,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"keygen: {', '.join(existing)} already exist(s); use --force to overwrite",
                   file=sys.stderr)
             return 1
-        for path, data, mode in files:
-            _write(path, data, mode, args.force)
+        write_key_files(files, args.force)
     except OSError as exc:
         print(f"keygen: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1

@@ -287,12 +287,27 @@ class SigningKeyConfig(StrictModel):
     """PEM private key (Ed25519 for EdDSA, P-256 for ES256); see ``sidecar keygen``."""
 
 
+RESERVED_CLAIMS = ("iss", "aud", "sub", "client_id", "scope", "iat", "exp", "nbf", "jti",
+                   "cnf", "azp", "scp", "roles")
+
+
 class ClientConfig(StrictModel):
     client_id: Name
     secret_hash: Annotated[str, AfterValidator(_check_hash)]
     """``scrypt$N$r$p$<salt>$<hash>`` from ``sidecar hash-secret``."""
     scopes: tuple[str, ...] = ()
     """Scopes this client may request; a request without ``scope`` gets all of them."""
+    claims: dict[str, str] = {}
+    """Extra claims in every token of this client (e.g. ``merchant_id: m-1`` for RBAC
+    claim bindings). Registered and identity claims cannot be set here."""
+
+    @field_validator("claims")
+    @classmethod
+    def _extra_claims(cls, value: dict[str, str]) -> dict[str, str]:
+        reserved = set(RESERVED_CLAIMS) & set(value)
+        if reserved:
+            raise ValueError(f"cannot set reserved claim(s): {', '.join(sorted(reserved))}")
+        return value
 
     @field_validator("scopes")
     @classmethod

@@ -109,8 +109,25 @@ class UpstreamConfig(StrictModel):
 
 
 class SentinelConfig(StrictModel):
+    """Where the Sentinels are and which master they watch (``redis.mode: sentinel``)."""
+
     master: str = "mymaster"
     nodes: tuple[str, ...] = ("127.0.0.1:26379",)
+    """Sentinel addresses as ``host:port``; the master is asked of them on every connect."""
+    password: str | None = None
+    """Password of the Sentinels themselves, when they require one (``${VAR}`` welcome)."""
+
+    @field_validator("nodes")
+    @classmethod
+    def _nodes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("list at least one Sentinel as host:port")
+        for node in value:
+            try:
+                split_listen(node)
+            except ValueError:
+                raise ValueError(f"{node!r} is not host:port") from None
+        return value
 
 
 class RedisConfig(StrictModel):
@@ -120,7 +137,23 @@ class RedisConfig(StrictModel):
     mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     sentinel: SentinelConfig | None = None
     timeout: Duration = 0.05
+    """Bound on every Redis call (connect, send, reply); a slower store counts as failed."""
     key_prefix: str = "sidecar:"
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive_timeout(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be greater than zero")
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _prefix_without_braces(cls, value: str) -> str:
+        # SECURITY: braces would change the cluster hash tag of every key we build.
+        if "{" in value or "}" in value:
+            raise ValueError("must not contain '{' or '}' (they mark Redis Cluster hash tags)")
+        return value
 
     @field_validator("url")
     @classmethod
