@@ -22,6 +22,7 @@ from sidecar.config import ConfigError, LoadedConfig, load_config
 from sidecar.config.auth import ForwardConfig
 from sidecar.config.models import SidecarConfig
 from sidecar.config.signatures import effective_nonce_store
+from sidecar.context import RouteMatch
 from sidecar.headers import RequestHeaderPolicy
 from sidecar.issuer import TokenIssuer
 from sidecar.metrics import Metrics
@@ -98,7 +99,11 @@ async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None 
             issuer = TokenIssuer(
                 config.token_endpoint, metrics, emit,
                 charge_failure=limiter.check_unauthenticated if limiter is not None else None)
-            stages.local_endpoints = dict.fromkeys(issuer.paths, issuer)
+            te = config.token_endpoint
+            stages.local_endpoints = {
+                te.path: (RouteMatch(None, "token_endpoint", {}, public=True), issuer),
+                te.jwks_path: (RouteMatch(None, "jwks", {}, public=True), issuer),
+            }
         authenticator: JWTAuthenticator | None = None
         if config.auth is not None:
             authenticator = JWTAuthenticator(

@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar.clientip import TrustedProxies
-from sidecar.context import ClientCert, RequestContext
+from sidecar.context import ClientCert, RequestContext, RouteMatch
 from sidecar.headers import RequestHeaderPolicy, upstream_request_headers
 from sidecar.metrics import Metrics, method_label
 from sidecar.pathsafety import check_path, has_method_override_query
@@ -81,7 +81,8 @@ class Stages:
     signatures: SignatureVerifier | None = None
     response_signer: ResponseSigner | None = None
     audit: AuditLog | None = None
-    local_endpoints: Mapping[str, LocalEndpoint] = field(default_factory=dict)
+    local_endpoints: Mapping[str, tuple[RouteMatch, LocalEndpoint]] = field(default_factory=dict)
+    """Paths the sidecar answers itself, with the pseudo-rule they are counted under."""
     identity_header_names: Sequence[str] = ()
 
 
@@ -158,9 +159,10 @@ class Pipeline:
         self._check_limits(request, ctx)
         local = s.local_endpoints.get(ctx.path)
         if local is not None:
+            ctx.route, endpoint = local
             if s.rate_limiter is not None:
                 ctx.rate_limit = await s.rate_limiter.check_unauthenticated(ctx)
-            return await local.handle(request, ctx)
+            return await endpoint.handle(request, ctx)
         # 2. route
         if s.router is None:
             raise NoRoute("no rbac rules configured: closed by default")
