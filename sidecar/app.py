@@ -16,11 +16,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from sidecar.audit import AuditLog
 from sidecar.authn import JWTAuthenticator
 from sidecar.clientip import TrustedProxies
 from sidecar.config import ConfigError, LoadedConfig, load_config
+from sidecar.config.audit import AuditConfig
 from sidecar.config.auth import ForwardConfig
 from sidecar.config.models import SidecarConfig
+from sidecar.config.server import RedisConfig
 from sidecar.config.signatures import effective_nonce_store
 from sidecar.context import RouteMatch
 from sidecar.headers import RequestHeaderPolicy
@@ -41,18 +44,67 @@ log = logging.getLogger("sidecar.app")
 
 
 @dataclass
+class Shared:
+    """Process-level resources that outlive a pipeline: one Redis connection pool and the
+    audit log (whose hash chain must continue across reloads). A reload keeps them unless
+    their own config section changed."""
+
+    redis_config: RedisConfig | None = None
+    redis: RedisClient | None = None
+    audit_config: AuditConfig | None = None
+    audit: AuditLog | None = None
+
+    @property
+    def emit(self) -> EventEmitter:
+        return self.audit.emit if self.audit is not None else discard_event
+
+    async def close(self, keep: Shared | None = None) -> None:
+        """Close what ``keep`` (the successor) does not reuse; audit before Redis."""
+        if self.audit is not None and (keep is None or keep.audit is not self.audit):
+            await self.audit.close()
+        if self.redis is not None and (keep is None or keep.redis is not self.redis):
+            await close_redis(self.redis)
+
+
+async def open_shared(config: SidecarConfig, metrics: Metrics, old: Shared | None) -> Shared:
+    """Shared resources for ``config``, reusing ``old``'s where the section is unchanged.
+
+    Raises:
+        AuditStartError: the audit spool directory is unusable.
+    """
+    shared = Shared(redis_config=config.redis, audit_config=config.audit)
+    if old is not None and old.redis is not None and old.redis_config == config.redis:
+        shared.redis = old.redis
+    elif config.redis is not None:
+        shared.redis = build_redis(config.redis)
+    if (old is not None and old.audit is not None and old.audit_config == config.audit
+            and shared.redis is old.redis):
+        shared.audit = old.audit
+    elif config.audit is not None:
+        audit = AuditLog(config.audit, shared.redis, metrics)
+        try:
+            await audit.start()
+        except BaseException:
+            await shared.close(keep=old)
+            raise
+        shared.audit = audit
+    return shared
+
+
+@dataclass
 class Built:
     """A pipeline and the resources it owns (closed together)."""
 
     pipeline: Pipeline
     resources: AsyncExitStack
     readiness_sources: list[ReadinessCheck]
+    shared: Shared
     authenticator: JWTAuthenticator | None = None
-    redis: RedisClient | None = None
 
 
-async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None = None) -> Built:
-    """Construct and start every stage of ``config``.
+async def build(config: SidecarConfig, metrics: Metrics, shared: Shared,
+                previous: Built | None = None) -> Built:
+    """Construct and start every stage of ``config`` over ``shared`` resources.
 
     ``previous`` is the pipeline being replaced on reload: stages carry over state that is
     expensive or rate-limited to rebuild (fetched JWKS).
@@ -78,12 +130,9 @@ async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None 
             stages.router = RouteTable.from_config(config.rbac)
             stages.authorizer = RBACAuthorizer.from_config(config.rbac)
         readiness: list[ReadinessCheck] = []
-        emit: EventEmitter = discard_event
-
-        redis: RedisClient | None = None
-        if config.redis is not None:
-            redis = build_redis(config.redis)
-            stack.push_async_callback(close_redis, redis)
+        emit = shared.emit
+        redis = shared.redis
+        stages.audit = shared.audit
 
         limiter: RateLimitStage | None = None
         if config.rate_limits is not None:
@@ -132,7 +181,7 @@ async def build(config: SidecarConfig, metrics: Metrics, previous: Built | None 
             tls=config.server.tls is not None,
             hsts_max_age=config.server.tls.hsts_max_age if config.server.tls else 0.0,
         )
-        return Built(pipeline, stack, readiness, authenticator, redis)
+        return Built(pipeline, stack, readiness, shared, authenticator)
     except BaseException:
         await stack.aclose()
         raise
@@ -146,13 +195,19 @@ class Runtime:
         self.metrics = metrics
         self._built: Built | None = None
         self._reload_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def config(self) -> SidecarConfig:
         return self.loaded.config
 
     async def start(self) -> None:
-        self._built = await build(self.config, self.metrics)
+        shared = await open_shared(self.config, self.metrics, None)
+        try:
+            self._built = await build(self.config, self.metrics, shared)
+        except BaseException:
+            await shared.close()
+            raise
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         built = self._built
@@ -175,17 +230,26 @@ class Runtime:
             restart_only = _restart_only_changes(self.config, loaded.config)
             if restart_only:
                 return self._reject("changes need a restart: " + ", ".join(restart_only))
+            old = self._built
+            assert old is not None
             try:
-                new = await build(loaded.config, self.metrics, previous=self._built)
+                shared = await open_shared(loaded.config, self.metrics, old.shared)
             except Exception as exc:
+                log.exception("config reload failed while opening shared resources")
+                return self._reject(f"shared resources failed to start: {type(exc).__name__}")
+            try:
+                new = await build(loaded.config, self.metrics, shared, previous=old)
+            except Exception as exc:
+                await shared.close(keep=old.shared)
                 log.exception("config reload failed while starting stages")
                 return self._reject(f"stages failed to start: {type(exc).__name__}")
-            old, self._built, self.loaded = self._built, new, loaded
+            self._built, self.loaded = new, loaded
             self.metrics.config_reloads.labels("success").inc()
             self._emit_reload("success")
             log.info("config reloaded from %s", source)
-            if old is not None:
-                asyncio.get_running_loop().create_task(_retire(old))
+            task = asyncio.get_running_loop().create_task(_retire(old, successor=new.shared))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
             return True
 
     def _reject(self, detail: str) -> bool:
@@ -195,9 +259,8 @@ class Runtime:
         return False
 
     def _emit_reload(self, result: str) -> None:
-        built = self._built
-        if built is not None and built.pipeline.s.audit is not None:
-            built.pipeline.s.audit.emit("config_reload", {"result": result})
+        if self._built is not None:
+            self._built.shared.emit("config_reload", {"result": result})
 
     async def readiness(self) -> Mapping[str, bool]:
         built = self._built
@@ -210,6 +273,9 @@ class Runtime:
         return checks
 
     async def close(self, grace: float) -> None:
+        """Close the pipeline once idle, then the audit log (flush) and Redis."""
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
         built, self._built = self._built, None
         if built is not None:
             await _retire(built, grace)
@@ -229,8 +295,10 @@ def _restart_only_changes(old: SidecarConfig, new: SidecarConfig) -> list[str]:
     return changed
 
 
-async def _retire(built: Built, grace: float = 30.0) -> None:
-    """Close a pipeline once its in-flight requests are done (or ``grace`` passes)."""
+async def _retire(built: Built, grace: float = 30.0, successor: Shared | None = None) -> None:
+    """Close a pipeline once its in-flight requests are done (or ``grace`` passes), then
+    the shared resources its successor does not reuse."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(built.pipeline.idle.wait(), grace)
     await built.resources.aclose()
+    await built.shared.close(keep=successor)

@@ -1,0 +1,173 @@
+"""Audit event model: what one request or security event records (pure).
+
+Field names are the contract in ``docs/audit.md`` and
+``sidecar/schemas/audit-event.schema.json``; the chain fields (``chain``, ``seq``, ``prev``,
+``hash``) are added by :mod:`sidecar.audit.chain`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Mapping
+from typing import Any, Final, Literal
+
+from sidecar.audit.redact import (
+    FieldKind,
+    compile_names,
+    filter_fields,
+    filter_flags,
+    redact_target,
+    safe_string,
+)
+from sidecar.context import RequestContext
+
+EVENT_VERSION: Final = 1
+
+SecurityEventType = Literal[
+    "token_issued", "token_excessive_issuance", "signature_replay", "jwks_refresh_failed",
+    "rate_limit_store_error", "config_reload", "checkpoint",
+]
+
+_COMMON: Final[Mapping[str, FieldKind]] = {
+    "request_id": "str", "client_id": "str?", "source_ip": "str", "rule": "str?",
+    "reason": "str",
+}
+
+# SECURITY: the only fields a security event may carry, each with its JSON type; anything
+# else a caller passes (or a value of another type) is dropped. Defence in depth: a careless
+# ``emit`` must not be able to leak a secret, nor produce an event the schema rejects.
+SECURITY_FIELDS: Final[Mapping[str, Mapping[str, FieldKind]]] = {
+    "token_issued": {**_COMMON, "jti": "str?", "scopes": "strs", "expires_in": "int",
+                     "kid": "str", "audience": "str"},
+    "token_excessive_issuance": {**_COMMON, "count": "int", "limit": "int", "window_s": "num"},
+    "signature_replay": {**_COMMON, "keyid": "str", "created": "int"},
+    "jwks_refresh_failed": {**_COMMON, "issuer": "str", "url": "str", "error": "str",
+                            "failures": "int", "stale_s": "num?", "using_stale": "bool"},
+    "rate_limit_store_error": {**_COMMON, "operation": "str", "error": "str", "policy": "str",
+                               "on_store_error": "str", "degraded": "bool"},
+    "config_reload": {**_COMMON, "result": "str", "source": "str", "digest": "str",
+                      "error_count": "int", "error_paths": "strs"},
+    "checkpoint": {"reason": "str", "head_seq": "int", "head_hash": "str", "mac": "str"},
+}
+SECURITY_EVENT_TYPES: Final = frozenset(SECURITY_FIELDS)
+INTERNAL_EVENT_TYPES: Final = frozenset({"checkpoint"})
+"""Written by the audit log itself; :meth:`EventBuilder.security` refuses them from callers."""
+
+def rfc3339(ts: float) -> str:
+    """``2026-11-22T08:00:00.123456Z``: UTC with microseconds."""
+    secs, frac = divmod(round(ts * 1_000_000), 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:06d}Z"
+
+
+def new_event_id() -> str:
+    """128 random bits as 32 hex digits (a uuid4's entropy, without its object cost)."""
+    return secrets.token_hex(16)
+
+
+def _sanitize_url(value: Any) -> Any:
+    # SECURITY: a URL may carry credentials in its userinfo or query; keep scheme/host/path.
+    if not isinstance(value, str):
+        return value
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return value
+    authority, slash, path = rest.partition("/")
+    authority = authority.split("?", 1)[0].split("#", 1)[0]
+    path = path.split("?", 1)[0].split("#", 1)[0]
+    return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
+
+
+def _ms(seconds: float | None) -> float | None:
+    if seconds is None:
+        return None
+    return round(max(seconds, 0.0) * 1000.0, 3)
+
+
+class EventBuilder:
+    """Builds event dicts from requests and security-event fields, with redaction compiled
+    once from ``audit.redact``."""
+
+    def __init__(self, query_params: tuple[str, ...], headers: tuple[str, ...]) -> None:
+        self._query_names = compile_names(query_params)
+        self._denied = compile_names(headers)
+        self._second = -1
+        self._second_text = ""
+
+    def _time(self, now: float) -> str:
+        """:func:`rfc3339`, formatting the date part once per second."""
+        secs, frac = divmod(round(now * 1_000_000), 1_000_000)
+        if secs != self._second:
+            self._second = secs
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        return f"{self._second_text}.{frac:06d}Z"
+
+    def request(self, ctx: RequestContext, now: float, elapsed: float) -> dict[str, Any]:
+        """The ``request`` event of a finished request, at wall-clock ``now``, ``elapsed``
+        seconds after it started."""
+        identity = ctx.identity
+        rl = ctx.rate_limit
+        event: dict[str, Any] = {
+            "v": EVENT_VERSION,
+            "type": "request",
+            "time": self._time(now),
+            "event_id": new_event_id(),
+            "request_id": safe_string(ctx.request_id),
+            "client_id": safe_string(identity.client_id) if identity else None,
+            "subject": safe_string(identity.subject) if identity else None,
+            "source_ip": ctx.client_ip,
+            "method": safe_string(ctx.method[:32]),
+            "rule": ctx.route.name if ctx.route is not None else None,
+            "path": redact_target(ctx.path, ctx.query, self._query_names),
+            "status": ctx.status,
+            "decision": "deny" if ctx.stage else "allow",
+            "reason": ctx.reason,
+        }
+        if ctx.stage:
+            event["stage"] = ctx.stage
+        event["latency_ms"] = _ms(elapsed)
+        event["upstream_ms"] = _ms(ctx.upstream_seconds)
+        if rl is not None:
+            limit: dict[str, Any] = {"policy": rl.policy, "remaining": rl.remaining}
+            if rl.degraded:
+                limit["degraded"] = True
+            event["rate_limit"] = limit
+        else:
+            event["rate_limit"] = None
+        event["signature"] = (
+            {"keyid": safe_string(ctx.signature_keyid)} if ctx.signature_keyid else None
+        )
+        event["token"] = (
+            {"iss": identity.issuer,  # must equal a configured issuer
+             "jti": safe_string(identity.token_id) if identity.token_id else None}
+            if identity else None
+        )
+        if ctx.client_cert is not None:
+            event["mtls"] = {"x5t#S256": ctx.client_cert.sha256_thumbprint}
+        if ctx.audit_flags:
+            flags = filter_flags(ctx.audit_flags, self._denied)
+            if flags:
+                event["flags"] = flags
+        return event
+
+    def security(self, event_type: str, fields: Mapping[str, Any], now: float,
+                 internal: bool = False) -> dict[str, Any] | None:
+        """A security event with only its type's allowed fields, or None for a type that is
+        not known (or internal, unless ``internal``)."""
+        allowed = SECURITY_FIELDS.get(event_type)
+        if allowed is None or (event_type in INTERNAL_EVENT_TYPES and not internal):
+            return None
+        event: dict[str, Any] = {
+            "v": EVENT_VERSION,
+            "type": event_type,
+            "time": self._time(now),
+            "event_id": new_event_id(),
+        }
+        if internal:
+            event.update((k, v) for k, v in fields.items() if k in allowed)
+            return event
+        clean = filter_fields(fields, allowed, self._denied)
+        if "url" in clean:
+            clean["url"] = _sanitize_url(clean["url"])
+        event.update(clean)
+        return event
