@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar.clientip import TrustedProxies
-from sidecar.context import ClientCert, RequestContext, RouteMatch
+from sidecar.context import RequestContext, RouteMatch
 from sidecar.headers import RequestHeaderPolicy, upstream_request_headers
 from sidecar.metrics import Metrics, method_label
 from sidecar.pathsafety import check_path, has_method_override_query
@@ -48,6 +48,7 @@ from sidecar.stages import (
     Router,
     SignatureVerifier,
 )
+from sidecar.tls import client_cert_of
 from sidecar.upstream import Upstream
 
 log = logging.getLogger("sidecar.pipeline")
@@ -150,7 +151,7 @@ class Pipeline:
             host=request.headers.get("Host", ""),
             started=time.perf_counter(),
             forwarded_for=address.forwarded_for,
-            client_cert=client_cert_of(request),
+            client_cert=client_cert_of(request.transport),
         )
 
     async def _run(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
@@ -294,11 +295,3 @@ async def read_body(request: web.BaseRequest, limit: int) -> bytes:
         chunks.append(chunk)
     return b"".join(chunks)
 
-
-def client_cert_of(request: web.BaseRequest) -> ClientCert | None:
-    """The verified client certificate of the connection, if any (set by sidecar.tls)."""
-    transport = request.transport
-    if transport is None:
-        return None
-    cert = transport.get_extra_info("sidecar_client_cert")
-    return cert if isinstance(cert, ClientCert) else None

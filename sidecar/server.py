@@ -10,7 +10,6 @@ import asyncio
 import logging
 import signal
 import socket
-import ssl
 from typing import Any
 
 from aiohttp import web, web_protocol
@@ -20,6 +19,7 @@ from sidecar.app import Runtime
 from sidecar.config import LoadedConfig
 from sidecar.config.server import ServerConfig, split_listen
 from sidecar.metrics import Metrics
+from sidecar.tls import ServerTLS
 
 log = logging.getLogger("sidecar.server")
 
@@ -118,25 +118,21 @@ def bind(listen: str, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def server_ssl_context(cfg: ServerConfig) -> ssl.SSLContext | None:
-    if cfg.tls is None:
-        return None
-    from sidecar.tls import build_server_context
-
-    return build_server_context(cfg.tls)
-
-
 async def serve(loaded: LoadedConfig, *, reuse_port: bool) -> int:
     """Run one worker until SIGTERM; return the exit code."""
     config = loaded.config
+    # The certificate first: a file that does not load stops the worker before any stage.
+    server_tls = ServerTLS(config.server.tls) if config.server.tls is not None else None
     metrics = Metrics()
     runtime = Runtime(loaded, metrics)
     await runtime.start()
     loop = asyncio.get_running_loop()
     public = public_server(runtime, config.server)
-    ssl_ctx = server_ssl_context(config.server)
     public_sock = bind(config.server.listen, reuse_port)
-    listener = await loop.create_server(public, sock=public_sock, ssl=ssl_ctx)
+    listener = await loop.create_server(
+        public, sock=public_sock, ssl=server_tls.listener if server_tls is not None else None)
+    if server_tls is not None:
+        await server_tls.start()  # file watcher: a rotated certificate needs no signal
     admin_runner = web.AppRunner(build_admin_app(metrics, runtime.readiness), access_log=None)
     await admin_runner.setup()
     admin_site = web.SockSite(admin_runner, bind(config.admin.listen, reuse_port))
@@ -146,12 +142,27 @@ async def serve(loaded: LoadedConfig, *, reuse_port: bool) -> int:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(runtime.reload()))
+
+    async def reload() -> None:
+        await runtime.reload()
+        if server_tls is not None:  # the live server.tls section, files re-read
+            await server_tls.reload(runtime.config.server.tls)
+
+    reloads: set[asyncio.Task[None]] = set()
+
+    def on_sighup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, on_sighup)
     await stop.wait()
 
     grace = runtime.config.server.shutdown_grace
     log.info("draining: up to %.1fs for in-flight requests", grace)
     listener.close()
+    if server_tls is not None:
+        await server_tls.close()
     await public.shutdown(grace)
     await admin_runner.cleanup()
     await runtime.close(grace)

@@ -56,4 +56,10 @@ def run(args: argparse.Namespace) -> int:
     from sidecar.server import install_uvloop, serve
 
     install_uvloop()
-    return asyncio.run(serve(loaded, reuse_port=args.worker))
+    try:
+        return asyncio.run(serve(loaded, reuse_port=args.worker))
+    except ConfigError as exc:  # e.g. sidecar.tls.TLSSetupError: a file that does not load
+        print(f"{path}: cannot start", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 1

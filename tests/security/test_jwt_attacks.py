@@ -12,6 +12,7 @@ import hmac
 import json
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -259,30 +260,32 @@ async def test_an_expiry_within_leeway_is_accepted(rig: AuthRig, make_token: Mak
     await rig.auth.authenticate(bearer(make_token(iat=int(now) - 100, exp=int(now) - 20)), None)
 
 
-@pytest.mark.parametrize("claims", [
-    {"nbf": int(time.time()) + 120},
-    {"iat": int(time.time()) + 120, "exp": int(time.time()) + 400},
-    {"exp": None},
-    {"exp": "9999999999"},
-    {"exp": True},
-    {"iss": "https://evil.example/"},
-    {"iss": ISSUER.rstrip("/")},
-    {"iss": None},
-    {"aud": "other-api"},
-    {"aud": ["other-api", "x"]},
-    {"aud": None},
-    {"aud": [[AUDIENCE]]},
-    {"iat": int(time.time()), "exp": int(time.time()) + 3601},
-    {"iat": None},
-    {"client_id": None, "azp": None, "sub": None},
-    {"scope": 12},
-], ids=["nbf-in-future", "iat-in-future", "exp-missing", "exp-string", "exp-bool",
-        "wrong-iss", "iss-not-exact", "iss-missing", "wrong-aud", "wrong-aud-list",
-        "aud-missing", "aud-nested", "lifetime-over-max", "iat-missing-with-max-lifetime",
-        "no-client-id", "scope-wrong-type"])
+# Claims are built when the test runs, not at collection: a suite that takes minutes would
+# otherwise turn "in the future" into "in the past".
+BAD_CLAIMS: dict[str, Callable[[int], dict[str, Any]]] = {
+    "nbf-in-future": lambda now: {"nbf": now + 120},
+    "iat-in-future": lambda now: {"iat": now + 120, "exp": now + 400},
+    "exp-missing": lambda now: {"exp": None},
+    "exp-string": lambda now: {"exp": "9999999999"},
+    "exp-bool": lambda now: {"exp": True},
+    "wrong-iss": lambda now: {"iss": "https://evil.example/"},
+    "iss-not-exact": lambda now: {"iss": ISSUER.rstrip("/")},
+    "iss-missing": lambda now: {"iss": None},
+    "wrong-aud": lambda now: {"aud": "other-api"},
+    "wrong-aud-list": lambda now: {"aud": ["other-api", "x"]},
+    "aud-missing": lambda now: {"aud": None},
+    "aud-nested": lambda now: {"aud": [[AUDIENCE]]},
+    "lifetime-over-max": lambda now: {"iat": now, "exp": now + 3601},
+    "iat-missing-with-max-lifetime": lambda now: {"iat": None},
+    "no-client-id": lambda now: {"client_id": None, "azp": None, "sub": None},
+    "scope-wrong-type": lambda now: {"scope": 12},
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CLAIMS))
 async def test_bad_registered_claims_are_rejected(rig: AuthRig, make_token: MakeToken,
-                                                  claims: dict[str, Any]) -> None:
-    await rejected(rig, make_token(**claims))
+                                                  case: str) -> None:
+    await rejected(rig, make_token(**BAD_CLAIMS[case](int(time.time()))))
 
 
 async def test_an_audience_list_containing_ours_is_accepted(rig: AuthRig, make_token: MakeToken
