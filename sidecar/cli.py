@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from sidecar import __version__, commands
+from sidecar.config import ConfigError, LoadedConfig, default_config_path, load_config
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,3 +50,19 @@ def add_config_argument(parser: argparse.ArgumentParser) -> None:
         "-c", "--config", default=None, metavar="FILE",
         help="config file (default: $SIDECAR_CONFIG, else config/sidecar.yaml)",
     )
+
+
+def load_config_or_report(path_arg: str | None) -> LoadedConfig | None:
+    """Load the config named by ``-c`` (or the default); on failure print every error to
+    stderr and return None (the caller exits 1). Warnings are printed too."""
+    path = path_arg or default_config_path()
+    try:
+        loaded = load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: invalid config ({len(exc.issues)} error(s))", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return None
+    for warning in loaded.warnings:
+        print(f"  {warning}", file=sys.stderr)
+    return loaded

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from sidecar.cli import add_config_argument
-from sidecar.config import ConfigError, default_config_path, load_config
+from sidecar.cli import add_config_argument, load_config_or_report
 from sidecar.config.models import SidecarConfig
 
 
@@ -31,17 +29,10 @@ def summary(config: SidecarConfig) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.config or default_config_path()
-    try:
-        loaded = load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: invalid config ({len(exc.issues)} error(s))", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+    loaded = load_config_or_report(args.config)
+    if loaded is None:
         return 1
-    for warning in loaded.warnings:
-        print(f"  {warning}", file=sys.stderr)
-    print(f"{path}: OK")
+    print(f"{loaded.source}: OK")
     for line in summary(loaded.config):
         print(f"  {line}")
     return 0

@@ -8,8 +8,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sidecar.cli import add_config_argument
-from sidecar.config import ConfigError, default_config_path, load_config
+from sidecar.cli import add_config_argument, load_config_or_report
 from sidecar.policy import EXPLAIN_CERT, Evaluation, PolicyEngine
 from sidecar.rbac import MISSING, Rule, claim_value
 
@@ -153,16 +152,9 @@ def _requirement_lines(rule: Rule, claims: Mapping[str, Any] | None,
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.config or default_config_path()
-    try:
-        loaded = load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: invalid config ({len(exc.issues)} error(s))", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+    loaded = load_config_or_report(args.config)
+    if loaded is None:
         return 1
-    for warning in loaded.warnings:
-        print(f"  {warning}", file=sys.stderr)
     try:
         claims = _claims(args)
     except ValueError as exc:
@@ -173,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
     evaluation = engine.evaluate(args.method, args.path, claims, cert)
     if args.token is not None:
         print("note: token signature NOT verified by explain")
-    print(f"config: {path}")
+    print(f"config: {loaded.source}")
     for line in trace(engine, args.method, args.path, claims, evaluation):
         print(line)
     return 0

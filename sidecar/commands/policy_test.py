@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sidecar.cli import add_config_argument
-from sidecar.config import ConfigError, default_config_path, load_config
+from sidecar.cli import add_config_argument, load_config_or_report
 from sidecar.policy import CaseFileError, PolicyEngine, load_cases, run_case
 
 
@@ -22,16 +21,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    path = args.config or default_config_path()
-    try:
-        loaded = load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: invalid config ({len(exc.issues)} error(s))", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
+    loaded = load_config_or_report(args.config)
+    if loaded is None:
         return 1
-    for warning in loaded.warnings:
-        print(f"  {warning}", file=sys.stderr)
     try:
         cases = load_cases(args.cases)
     except CaseFileError as exc:
