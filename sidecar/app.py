@@ -147,7 +147,9 @@ async def build(config: SidecarConfig, metrics: Metrics, shared: Shared,
         if config.token_endpoint is not None and config.token_endpoint.enabled:
             issuer = TokenIssuer(
                 config.token_endpoint, metrics, emit,
-                charge_failure=limiter.check_unauthenticated if limiter is not None else None)
+                charge_failure=limiter.check_unauthenticated if limiter is not None else None,
+                charge_client=(lambda ctx: limiter.check_authenticated(ctx, ()))
+                if limiter is not None else None)
             te = config.token_endpoint
             stages.local_endpoints = {
                 te.path: (RouteMatch(None, "token_endpoint", {}, public=True), issuer),

@@ -183,6 +183,9 @@ class TokenIssuer:
         emit: ``token_issued`` and ``token_excessive_issuance`` security events.
         clock: wall-clock seconds (``iat``/``exp`` and the issuance window).
         charge_failure: awaited with the request context when client authentication fails.
+        charge_client: awaited after a client authenticated, before a token is issued
+            (the client's own rate-limit budget); a ``SidecarError`` it raises ends the
+            request.
         signing_keys: preloaded keys (default: :func:`load_signing_keys`).
         max_concurrent_hashes: scrypt verifications running at once (threads).
         max_waiting: further requests queue up to this; beyond it, 503
@@ -196,6 +199,7 @@ class TokenIssuer:
     def __init__(self, config: TokenEndpointConfig, metrics: Metrics, emit: EventEmitter, *,
                  clock: Callable[[], float] = time.time,
                  charge_failure: ChargeFailure | None = None,
+                 charge_client: ChargeFailure | None = None,
                  signing_keys: Sequence[SigningKey] | None = None,
                  max_concurrent_hashes: int = 2, max_waiting: int = 64) -> None:
         if not config.enabled:
@@ -203,6 +207,7 @@ class TokenIssuer:
         self.config = config
         self.paths = frozenset({config.path, config.jwks_path})
         self.charge_failure = charge_failure
+        self.charge_client = charge_client
         self._extra_claims = {c.client_id: dict(c.claims) for c in config.clients}
         self._metrics, self._emit, self._clock = metrics, emit, clock
         self._keys = tuple(signing_keys) if signing_keys is not None else \
@@ -262,6 +267,12 @@ class TokenIssuer:
             raise OAuthError("unsupported_grant_type")
         client_id, scopes = await self._authenticate_client(request, form)
         granted = _requested_scopes(form, scopes)
+        if self.charge_client is not None:
+            # The client's own budget (rate_limits.default); a 429 here is problem+json.
+            ctx.identity = Identity(client_id=client_id, subject=client_id,
+                                    issuer=self.config.issuer, scopes=frozenset(),
+                                    roles=frozenset(), claims={}, expires_at=0.0)
+            await self.charge_client(ctx)
         return self._issue(client_id, granted, ctx)
 
     async def _authenticate_client(self, request: web.BaseRequest,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -92,3 +93,41 @@ async def test_fail_closed_answers_503_while_redis_is_down_and_recovers(
     while (await _get(sidecar.url + "/v1/health"))[0] != 200:
         assert time.monotonic() < deadline, "limiting did not resume after Redis returned"
     assert len(backend.requests) >= 2
+
+
+async def test_the_token_endpoint_is_limited_per_client_and_per_ip(
+    backend: Backend, start_sidecar: StartSidecar, redis_url: str, tmp_path: Path,
+) -> None:
+    from sidecar.commands.keygen import key_files, write_key_files
+    from sidecar.secrets import hash_secret
+
+    write_key_files(key_files("ed25519", "issuer", tmp_path))
+    config = base_config(
+        backend.url, rbac={"rules": RBAC["rules"][:1]},
+        auth={"issuers": [{"name": "local", "builtin": True}]},
+        token_endpoint={"issuer": "https://sidecar.test/", "audience": "payments-api",
+                        "signing_keys": [{"kid": "issuer", "alg": "EdDSA",
+                                          "private_key_file": str(tmp_path / "issuer.pem")}],
+                        "clients": [{"client_id": "merchant-a",
+                                     "secret_hash": hash_secret("pw", n=2**10)}]},
+        redis={"url": redis_url},
+        rate_limits={"store": "redis",
+                     "policies": [{"name": "per-client", "key": "client_id", "capacity": 2,
+                                   "refill": "1/m"}],
+                     "default": ["per-client"],
+                     "unauthenticated": {"capacity": 5, "refill": "1/m"}})
+    sidecar = await start_sidecar(config)
+    statuses = []
+    async with aiohttp.ClientSession() as s:
+        # merchant-a:pw three times, then merchant-a:wrong twice
+        for basic in ["bWVyY2hhbnQtYTpwdw=="] * 3 + ["bWVyY2hhbnQtYTp3cm9uZw=="] * 2:
+            async with s.post(sidecar.url + "/oauth/token",
+                              headers={"Authorization": f"Basic {basic}"},
+                              data={"grant_type": "client_credentials"}) as r:
+                statuses.append(r.status)
+                if r.status == 429:
+                    assert (await r.json())["code"] == "rate_limited"
+                    assert int(r.headers["Retry-After"]) >= 1
+    # per client: the third good request is over merchant-a's budget of 2;
+    # per IP: every request takes one of 5, a failed client authentication one more.
+    assert statuses == [200, 200, 429, 401, 429]
