@@ -11,6 +11,7 @@ alike. A request denied at a step consumes nothing at later steps.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 import uuid
@@ -22,7 +23,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from sidecar.clientip import TrustedProxies
-from sidecar.context import RequestContext, RouteMatch
+from sidecar.context import Identity, RequestContext, RouteMatch
 from sidecar.headers import RequestHeaderPolicy, upstream_request_headers
 from sidecar.metrics import Metrics, method_label
 from sidecar.pathsafety import check_path, has_method_override_query
@@ -180,7 +181,9 @@ class Pipeline:
             ctx.identity = await self._authenticate(authorization, ctx)
             # 4. RBAC
             if s.authorizer is not None:
-                s.authorizer.authorize(ctx.identity, ctx.route, ctx.client_cert)
+                roles = s.authorizer.authorize(ctx.identity, ctx.route, ctx.client_cert)
+                if roles is not ctx.identity.roles:
+                    ctx.identity = dataclasses.replace(ctx.identity, roles=roles)
             # 5. rate limits of the client and rule
             if s.rate_limiter is not None:
                 ctx.rate_limit = await s.rate_limiter.check_authenticated(
@@ -206,7 +209,8 @@ class Pipeline:
             request, headers, body, self._response_headers(ctx), sign_response)
         return response
 
-    async def _authenticate(self, authorization: Sequence[str], ctx: RequestContext):  # type: ignore[no-untyped-def]
+    async def _authenticate(self, authorization: Sequence[str],
+                            ctx: RequestContext) -> Identity:
         s = self.s
         assert s.authenticator is not None
         limiter = s.rate_limiter

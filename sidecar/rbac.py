@@ -332,8 +332,8 @@ class RBACAuthorizer:
                       exhaustive=exhaustive)
 
     def authorize(self, identity: Identity, route: RouteMatch,
-                  client_cert: ClientCert | None) -> None:
-        """Allow silently or raise.
+                  client_cert: ClientCert | None) -> frozenset[str]:
+        """Allow, returning the effective roles (token roles plus ``rbac.clients``), or raise.
 
         Raises:
             InsufficientScope: a scope requirement failed (403 with the RFC 6750 challenge).
@@ -342,15 +342,15 @@ class RBACAuthorizer:
         rule = route.rule
         if not isinstance(rule, Rule):
             raise TypeError("RouteMatch.rule must be a sidecar.rbac.Rule")
-        if rule.public:
-            return
-        req = rule.require
         roles = effective_roles(identity, self._clients)
+        if rule.public:
+            return roles
+        req = rule.require
         permissions = (effective_permissions(identity, roles, self._roles)
                        if req.all_scopes or req.any_scopes else _EMPTY)
         failed = _first_failure(req, permissions, roles, identity, route.params, client_cert)
         if failed is None:
-            return
+            return roles
         log = f"rule {rule.name}: {failed.detail}"
         if failed.missing:
             # Names of scopes, roles or claims only, never claim values.

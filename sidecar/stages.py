@@ -85,7 +85,9 @@ class Authorizer(Protocol):
 
     def authorize(
         self, identity: Identity, route: RouteMatch, client_cert: ClientCert | None
-    ) -> None: ...
+    ) -> frozenset[str]:
+        """Returns the effective roles (forwarded as ``X-Auth-Roles`` when configured)."""
+        ...
 
 
 class RateLimiter(Protocol):

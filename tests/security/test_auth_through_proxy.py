@@ -195,3 +195,22 @@ async def test_insufficient_scope_carries_the_rfc6750_challenge(
 async def test_a_public_route_needs_no_token(protected: str, backend: Backend) -> None:
     status, _, _ = await _call(protected + "/v1/health")
     assert status == 200 and len(backend.requests) == 1
+
+
+async def test_x_auth_roles_carries_the_effective_roles(
+    backend: Backend, start_sidecar: StartSidecar, jwks_server: JWKSServer,
+    rsa_signing_key: SigningKeyPair,
+) -> None:
+    config = base_config(
+        backend.url,
+        rbac={"roles": {"merchant": ["payments:read"]}, "clients": {"merchant-a": ["merchant"]},
+              "rules": [{"name": "any", "path": "/v1/**", "methods": ["GET"]}]},
+        auth={"issuers": [jwt_issuer_config(jwks_url=jwks_server.url)],
+              "forward": {"headers": {"X-Auth-Client-Id": "client_id",
+                                      "X-Auth-Roles": "roles"}}})
+    sidecar = await start_sidecar(config)
+    token = sign_token(rsa_signing_key, _claims(roles=["auditor"]))
+    status, _, _ = await _call(sidecar.url + "/v1/x", {"Authorization": f"Bearer {token}"})
+    assert status == 200
+    roles = backend.requests[-1].header("x-auth-roles") or ""
+    assert sorted(roles.split()) == ["auditor", "merchant"]
