@@ -31,6 +31,7 @@ def build_admin_app(metrics: Metrics, readiness: ReadinessProbe) -> web.Applicat
         )
 
     async def metrics_handler(_: web.Request) -> web.Response:
+        metrics.flush()  # on the loop thread, which owns the pending samples
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.render)
         return web.Response(body=body, headers={
             "Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -301,6 +301,6 @@ async def _retire(built: Built, grace: float = 30.0, successor: Shared | None = 
     """Close a pipeline once its in-flight requests are done (or ``grace`` passes), then
     the shared resources its successor does not reuse."""
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(built.pipeline.idle.wait(), grace)
+        await asyncio.wait_for(built.pipeline.wait_idle(), grace)
     await built.resources.aclose()
     await built.shared.close(keep=successor)

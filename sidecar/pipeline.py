@@ -13,19 +13,20 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Final
 
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sidecar.clientip import TrustedProxies
+from sidecar.clientip import ClientAddress, TrustedProxies
 from sidecar.context import Identity, RequestContext, RouteMatch
 from sidecar.headers import RequestHeaderPolicy, upstream_request_headers
-from sidecar.metrics import Metrics, method_label
+from sidecar.metrics import Metrics
 from sidecar.pathsafety import check_path, has_method_override_query
 from sidecar.problem import (
     PROBLEM_CONTENT_TYPE,
@@ -106,14 +107,11 @@ class Pipeline:
             self._fixed_headers["Strict-Transport-Security"] = (
                 f"max-age={int(hsts_max_age)}; includeSubDomains")
         self.in_flight = 0
-        self.idle = asyncio.Event()
-        """Set whenever no request is running (a retired pipeline closes on it)."""
-        self.idle.set()
+        self._idle_waiters: list[asyncio.Future[None]] = []
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         ctx = self._context(request)
         self.in_flight += 1
-        self.idle.clear()
         response: web.StreamResponse | None = None
         try:
             response = await self._run(request, ctx)
@@ -128,21 +126,38 @@ class Pipeline:
             return response
         finally:
             self.in_flight -= 1
-            if not self.in_flight:
-                self.idle.set()
+            if not self.in_flight and self._idle_waiters:
+                self._wake_idle()
             self._observe(ctx)
 
+    async def wait_idle(self) -> None:
+        """Return once no request is running (a retired pipeline closes on it)."""
+        if self.in_flight:
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle_waiters.append(waiter)
+            await waiter
+
+    def _wake_idle(self) -> None:
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
     def _context(self, request: web.BaseRequest) -> RequestContext:
-        peer_ip = request.remote or ""
-        address = self.trusted.resolve(peer_ip, request.headers.getall("X-Forwarded-For", ()))
+        # The peer is fixed per connection; the server's protocol caches it (a getpeername
+        # per request is measurable).
+        peer_ip = getattr(request.protocol, "peer_ip", None) or request.remote or ""
         request_id = ""
         if self.trusted and self.trusted.trusts(peer_ip):
+            address = self.trusted.resolve(peer_ip, request.headers.getall("X-Forwarded-For", ()))
             incoming = request.headers.get("X-Request-Id", "")
             if 0 < len(incoming) <= 128 and _REQUEST_ID_CHARS.issuperset(incoming):
                 request_id = incoming
+        else:
+            address = ClientAddress(peer_ip, peer_ip)
         raw_path, _, query = request.raw_path.partition("?")
         return RequestContext(
-            request_id=request_id or uuid.uuid4().hex,
+            request_id=request_id or os.urandom(16).hex(),
             method=request.method,
             path=raw_path,
             query=query,
@@ -152,7 +167,7 @@ class Pipeline:
             host=request.headers.get("Host", ""),
             started=time.perf_counter(),
             forwarded_for=address.forwarded_for,
-            client_cert=client_cert_of(request.transport),
+            client_cert=client_cert_of(request.transport) if self.tls else None,
         )
 
     async def _run(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
@@ -230,7 +245,8 @@ class Pipeline:
         limits = self.limits
         if len(request.raw_path) > limits.max_url_bytes:
             raise URITooLong(f"request target of {len(request.raw_path)} bytes")
-        header_bytes = sum(len(k) + len(v) + 4 for k, v in request.raw_headers)
+        raw_headers = request.raw_headers
+        header_bytes = sum(map(len, chain.from_iterable(raw_headers))) + 4 * len(raw_headers)
         if header_bytes > limits.max_header_bytes:
             raise HeadersTooLarge(f"{header_bytes} header bytes")
         length = request.content_length
@@ -277,13 +293,8 @@ class Pipeline:
         elapsed = time.perf_counter() - ctx.started
         m = self.metrics
         rule = ctx.rule_name
-        decision = "deny" if ctx.stage else "allow"
-        m.requests.labels(rule, method_label(ctx.method), str(ctx.status), decision).inc()
-        m.request_duration.labels(rule).observe(elapsed)
-        if ctx.upstream_seconds is not None:
-            m.upstream_duration.labels(rule).observe(ctx.upstream_seconds)
-        if ctx.stage:
-            m.denials.labels(ctx.stage, ctx.reason).inc()
+        m.count_request(rule, ctx.method, ctx.status, ctx.stage, ctx.reason, elapsed,
+                        ctx.upstream_seconds)
         if self.s.audit is not None:
             self.s.audit.record_request(ctx)
 

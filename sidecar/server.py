@@ -28,68 +28,70 @@ class _Handler(web_protocol.RequestHandler):
     """aiohttp's protocol plus a header-read deadline (slowloris).
 
     A connection must deliver a request's complete head within ``header_read_timeout`` of
-    its first byte (or of the connection opening); otherwise it is closed.
+    its first byte (or of the connection opening); otherwise it is closed. The deadline is
+    enforced by the server's sweeper rather than a timer per request: marking the start
+    of a head is one attribute write on the hot path.
     """
 
-    header_read_timeout: float = 10.0
+    peer_ip: str = ""
+    head_since: float | None = None
+    """Loop time the current request head began arriving; None while a request runs or
+    the connection idles between requests."""
+    in_request: bool = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._in_request = False
-        self._arm()
-
-    def _arm(self) -> None:
-        if self._head_timer is None and not self._in_request:
-            loop = asyncio.get_running_loop()
-            self._head_timer = loop.call_later(self.header_read_timeout, self._head_expired)
-
-    def _head_expired(self) -> None:
-        self._head_timer = None
-        if not self._in_request and self.transport is not None:
-            self.transport.close()
+        self.head_since = self._loop.time()
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and peer:
+            self.peer_ip = str(peer[0])
 
     def data_received(self, data: bytes) -> None:
-        self._arm()
+        if self.head_since is None and not self.in_request:
+            self.head_since = self._loop.time()
         super().data_received(data)
-
-    def request_started(self) -> None:
-        self._in_request = True
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-
-    def request_finished(self) -> None:
-        self._in_request = False
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
-        super().connection_lost(exc)
 
 
 class _Server(web.Server):
     def __init__(self, *args: Any, header_read_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_read_timeout = header_read_timeout
+        self._sweeper: asyncio.Task[None] | None = None
 
     def __call__(self) -> web_protocol.RequestHandler:
-        handler = _Handler(self, loop=self._loop, **self._kwargs)
-        handler.header_read_timeout = self._header_read_timeout
-        return handler
+        if self._sweeper is None:
+            self._sweeper = self._loop.create_task(self._sweep())
+        return _Handler(self, loop=self._loop, **self._kwargs)
+
+    async def _sweep(self) -> None:
+        timeout = self._header_read_timeout
+        interval = min(1.0, timeout / 4)
+        while True:
+            await asyncio.sleep(interval)
+            expired = self._loop.time() - timeout
+            for handler in self.connections:  # a copy: closing edits the live dict
+                if (isinstance(handler, _Handler) and handler.head_since is not None
+                        and handler.head_since < expired and handler.transport is not None):
+                    handler.transport.close()
+
+    async def shutdown(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (aiohttp API)
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        await super().shutdown(timeout)
 
 
 def public_server(runtime: Runtime, cfg: ServerConfig) -> web.Server:
     async def handle(request: web.BaseRequest) -> web.StreamResponse:
         protocol = request.protocol
         if isinstance(protocol, _Handler):
-            protocol.request_started()
+            protocol.head_since = None
+            protocol.in_request = True
         try:
             return await runtime.handle(request)
         finally:
             if isinstance(protocol, _Handler):
-                protocol.request_finished()
+                protocol.in_request = False
 
     return _Server(
         handle,
@@ -101,7 +103,7 @@ def public_server(runtime: Runtime, cfg: ServerConfig) -> web.Server:
         max_headers=256,
         auto_decompress=False,
         access_log=None,
-        handler_cancellation=True,
+        handler_cancellation=False,
     )
 
 
@@ -139,6 +141,7 @@ async def serve(loaded: LoadedConfig, *, reuse_port: bool) -> int:
     await admin_site.start()
     log.info("listening on %s (admin %s)", config.server.listen, config.admin.listen)
 
+    flusher = loop.create_task(metrics.run_flusher())
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -166,6 +169,8 @@ async def serve(loaded: LoadedConfig, *, reuse_port: bool) -> int:
     await public.shutdown(grace)
     await admin_runner.cleanup()
     await runtime.close(grace)
+    flusher.cancel()
+    metrics.flush()
     log.info("stopped")
     return 0
 

@@ -182,8 +182,11 @@ class Upstream:
         idle = self._cfg.idle_timeout
         if length is not None and length <= SMALL_BODY:
             try:
-                async with asyncio.timeout(idle):
-                    body = await upstream.read()
+                if upstream.content.is_eof():
+                    body = await upstream.read()  # arrived with the head: nothing to wait for
+                else:
+                    async with asyncio.timeout(idle):
+                        body = await upstream.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamTimeout("backend stalled while sending the body") from exc
             # aiohttp sets Content-Length from the body; the upstream's copy must not double it.
