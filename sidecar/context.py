@@ -8,7 +8,7 @@ the metric samples.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -92,8 +92,8 @@ class RequestContext:
     """Stable reason code: ``ok`` or the ``code`` of the error that ended the request."""
     stage: str = ""
     """Stage that denied the request, empty when allowed."""
-    extra_response_headers: dict[str, str] = field(default_factory=dict)
-    audit_flags: dict[str, Any] = field(default_factory=dict)
+    audit_flags: Mapping[str, Any] | None = None
+    """Stage flags for the audit event; assign a new mapping to set them."""
 
     @property
     def rule_name(self) -> str:
