@@ -6,6 +6,7 @@ endpoint vouched for); the functions only decide.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -144,9 +145,12 @@ def build_identity(claims: Mapping[str, Any], mapping: ClaimsConfig, issuer: str
     )
 
 
+_HEADER_SAFE = re.compile(r"[ -~]*")
+
+
 def header_safe(value: str) -> bool:
     """Printable ASCII only: no CR/LF/NUL or other controls, nothing a header could split on."""
-    return all(" " <= c <= "~" for c in value)
+    return _HEADER_SAFE.fullmatch(value) is not None
 
 
 Extractor = Callable[[Identity], str | None]
