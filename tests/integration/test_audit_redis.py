@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +19,6 @@ from tests.integration.test_audit_file import until
 from tests.unit.test_audit_support import audit_config, make_ctx, sample, validator
 
 STREAM = "sidecar:audit"
-
-
-@pytest.fixture
-def durable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """A redis-server that fsyncs every write (AOF), so a kill loses nothing it acked."""
-    server = RedisServer(tmp_path_factory.mktemp("redis-aof"), None,
-                         "--appendonly", "yes", "--appendfsync", "always")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

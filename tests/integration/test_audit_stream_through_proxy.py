@@ -6,25 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import pytest
 from redis.asyncio import Redis
 
 from tests.fixtures.proxy import Backend, StartSidecar, base_config
 from tests.fixtures.redis import RedisServer
-
-
-@pytest.fixture
-def durable_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    # appendfsync always: a SIGKILLed server must come back with what it acknowledged.
-    server = RedisServer(tmp_path_factory.mktemp("redis-aof"), None,
-                         "--appendonly", "yes", "--appendfsync", "always")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_a_redis_outage_under_load_loses_no_audit_event_and_keeps_order(
