@@ -13,7 +13,7 @@ are dropped.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -33,6 +33,9 @@ METHOD_OVERRIDE = frozenset({"x-http-method-override", "x-http-method", "x-metho
 RESPONSE_FINGERPRINTS = frozenset({
     "server", "x-powered-by", "x-aspnet-version", "x-aspnetmvc-version", "x-runtime",
 })
+
+
+_MEMO_MAX = 1024
 
 
 def _canonical(name: str) -> str:
@@ -56,6 +59,8 @@ class RequestHeaderPolicy:
     strip_prefixes: tuple[str, ...]
     strip_names: frozenset[str]
     forward_authorization: bool
+    _dropped: dict[str, bool] = field(default_factory=dict, compare=False, repr=False)
+    """Memo: header name as received -> removed? (names repeat across requests)."""
 
     @classmethod
     def build(cls, strip_prefixes: Iterable[str], identity_headers: Iterable[str],
@@ -70,6 +75,24 @@ class RequestHeaderPolicy:
         canonical = _canonical(name)
         return canonical in self.strip_names or canonical.startswith(self.strip_prefixes)
 
+    def dropped(self, name: str) -> bool:
+        """Is an incoming header of this name removed whatever its value (``Connection``
+        nominations aside)?"""
+        known = self._dropped.get(name)
+        if known is not None:
+            return known
+        lower = name.lower()
+        drop = (
+            lower in HOP_BY_HOP
+            or lower in CLIENT_FORWARDING
+            or lower in METHOD_OVERRIDE
+            or (lower == "authorization" and not self.forward_authorization)
+            or self.is_identity_header(name)
+        )
+        if len(self._dropped) < _MEMO_MAX:  # names are client-chosen: bound the memo
+            self._dropped[name] = drop
+        return drop
+
 
 def upstream_request_headers(
     incoming: CIMultiDictProxy[str],
@@ -83,16 +106,9 @@ def upstream_request_headers(
     """
     nominated = _nominated(incoming) if "Connection" in incoming else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
+    dropped = policy.dropped
     for name, value in incoming.items():
-        lower = name.lower()
-        if (
-            lower in HOP_BY_HOP
-            or lower in nominated
-            or lower in CLIENT_FORWARDING
-            or lower in METHOD_OVERRIDE
-            or (lower == "authorization" and not policy.forward_authorization)
-            or policy.is_identity_header(name)
-        ):
+        if dropped(name) or (nominated and name.lower() in nominated):
             continue
         out.add(name, value)
     for name, value in sidecar_set.items():

@@ -11,7 +11,6 @@ alike. A request denied at a step consumes nothing at later steps.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import time
@@ -195,15 +194,14 @@ class Pipeline:
             authorization = request.headers.getall("Authorization", ())
             ctx.identity = await self._authenticate(authorization, ctx)
             # 4. RBAC
+            roles = None
             if s.authorizer is not None:
                 roles = s.authorizer.authorize(ctx.identity, ctx.route, ctx.client_cert)
-                if roles is not ctx.identity.roles:
-                    ctx.identity = dataclasses.replace(ctx.identity, roles=roles)
             # 5. rate limits of the client and rule
             if s.rate_limiter is not None:
                 ctx.rate_limit = await s.rate_limiter.check_authenticated(
                     ctx, ctx.route.rule.rate_limits, headers=request.headers)
-            identity_headers = s.authenticator.identity_headers(ctx.identity)
+            identity_headers = s.authenticator.identity_headers(ctx.identity, roles)
         # 6. signature and digest
         body: bytes | None = None
         if s.signatures is not None and s.signatures.required_for(ctx.route):

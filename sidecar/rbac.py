@@ -308,6 +308,10 @@ def client_roles(cfg: RBACConfig) -> dict[str, frozenset[str]]:
     return {client: frozenset(roles) for client, roles in cfg.clients.items()}
 
 
+_MEMO_MAX = 10_000
+"""Verified identities whose effective roles are remembered (the token cache's order)."""
+
+
 class RBACAuthorizer:
     """The :class:`sidecar.stages.Authorizer` over compiled ``rbac`` roles and clients."""
 
@@ -316,6 +320,7 @@ class RBACAuthorizer:
         self._roles = dict(roles_map)
         self._clients = dict(clients_map)
         self._realm = realm
+        self._memo: dict[int, tuple[Identity, frozenset[str], frozenset[str]]] = {}
 
     @classmethod
     def from_config(cls, cfg: RBACConfig, *, realm: str | None = None) -> RBACAuthorizer:
@@ -331,6 +336,23 @@ class RBACAuthorizer:
         return decide(identity, rule, route.params, client_cert, self._roles, self._clients,
                       exhaustive=exhaustive)
 
+    def _effective(self, identity: Identity) -> tuple[frozenset[str], frozenset[str]]:
+        """Effective roles and permissions, memoised per verified identity.
+
+        The token cache hands out the same Identity object for every request of a token,
+        so this is computed once per token. The entry keeps the identity alive, so its id
+        cannot be reused while the entry exists.
+        """
+        memo = self._memo.get(id(identity))
+        if memo is not None and memo[0] is identity:
+            return memo[1], memo[2]
+        roles = effective_roles(identity, self._clients)
+        permissions = effective_permissions(identity, roles, self._roles)
+        if len(self._memo) >= _MEMO_MAX:
+            self._memo.clear()
+        self._memo[id(identity)] = (identity, roles, permissions)
+        return roles, permissions
+
     def authorize(self, identity: Identity, route: RouteMatch,
                   client_cert: ClientCert | None) -> frozenset[str]:
         """Allow, returning the effective roles (token roles plus ``rbac.clients``), or raise.
@@ -342,12 +364,11 @@ class RBACAuthorizer:
         rule = route.rule
         if not isinstance(rule, Rule):
             raise TypeError("RouteMatch.rule must be a sidecar.rbac.Rule")
-        roles = effective_roles(identity, self._clients)
+        roles, all_permissions = self._effective(identity)
         if rule.public:
             return roles
         req = rule.require
-        permissions = (effective_permissions(identity, roles, self._roles)
-                       if req.all_scopes or req.any_scopes else _EMPTY)
+        permissions = all_permissions if req.all_scopes or req.any_scopes else _EMPTY
         failed = _first_failure(req, permissions, roles, identity, route.params, client_cert)
         if failed is None:
             return roles

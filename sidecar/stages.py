@@ -70,8 +70,10 @@ class Authenticator(Protocol):
         """True when the token is in the verified-token cache (cheap, no crypto)."""
         ...
 
-    def identity_headers(self, identity: Identity) -> Mapping[str, str]:
-        """Trusted headers to set on the forwarded request, from verified claims only."""
+    def identity_headers(self, identity: Identity,
+                         roles: frozenset[str] | None = None) -> Mapping[str, str]:
+        """Trusted headers to set on the forwarded request, from verified claims only;
+        ``roles`` are the effective roles when RBAC computed them."""
         ...
 
 

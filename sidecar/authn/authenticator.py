@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 import logging
 import time
@@ -55,7 +56,6 @@ from sidecar.config.auth import (
 )
 from sidecar.context import ClientCert, Identity
 from sidecar.metrics import Metrics
-from sidecar.problem import SidecarError
 from sidecar.stages import EventEmitter
 
 log = logging.getLogger("sidecar.authn")
@@ -99,6 +99,8 @@ class JWTAuthenticator:
         self._builtin_keys = builtin_keys
         self._mapping = config.claims
         self._headers = IdentityHeaders(config.forward)
+        self._header_memo: dict[
+            int, tuple[Identity, frozenset[str] | None, Mapping[str, str]]] = {}
         carry_cache = (previous is not None and previous._config == config
                        and previous._builtin_keys == builtin_keys)
         self._cache: TokenCache = (previous._cache if carry_cache and previous is not None
@@ -216,11 +218,9 @@ class JWTAuthenticator:
 
     def is_cached(self, authorization: Sequence[str]) -> bool:
         """True when the token is in the verified-token cache (no parsing, no crypto)."""
-        try:
-            token = bearer_token(authorization)
-        except SidecarError:
+        if len(authorization) != 1:
             return False
-        entry = self._cache.get(token_digest(token), self._clock())
+        entry = self._cache.get(token_digest(authorization[0]), self._clock())
         return entry is not None and entry.identity is not None
 
     async def authenticate(self, authorization: Sequence[str],
@@ -234,11 +234,15 @@ class JWTAuthenticator:
             TokenExpired: ``exp`` past (beyond leeway).
             IssuerUnavailable: the issuer has no usable keys / introspection failed (503).
         """
-        token = bearer_token(authorization)
         now = self._clock()
-        digest = token_digest(token)
+        # The cache is keyed by the exact Authorization value, so a hit costs one hash and
+        # no parsing; only a value that passed every check below is ever cached.
+        if len(authorization) != 1:
+            bearer_token(authorization)  # raises TokenMissing / DuplicateAuthorization
+        digest = token_digest(authorization[0])
         entry = self._cache.get(digest, now)
         if entry is None:
+            token = bearer_token(authorization)
             if looks_like_jws(token) and (self._by_iss or not self._introspectors):
                 entry = await self._validate_jws(token)
             else:
@@ -249,9 +253,22 @@ class JWTAuthenticator:
         _check_binding(entry.identity, client_cert)
         return entry.identity
 
-    def identity_headers(self, identity: Identity) -> Mapping[str, str]:
-        """``forward.headers`` values from verified claims; unsafe values are left out."""
-        return self._headers(identity)
+    def identity_headers(self, identity: Identity,
+                         roles: frozenset[str] | None = None) -> Mapping[str, str]:
+        """``forward.headers`` values from verified claims; unsafe values are left out.
+
+        ``roles`` are the effective roles (RBAC adds ``rbac.clients``); default: the
+        token's. Memoised per cached identity and roles object, like the token itself.
+        """
+        memo = self._header_memo.get(id(identity))
+        if memo is not None and memo[0] is identity and memo[1] is roles:
+            return memo[2]
+        shown = identity if roles is None else dataclasses.replace(identity, roles=roles)
+        headers = self._headers(shown)
+        if len(self._header_memo) >= DEFAULT_CACHE_SIZE:
+            self._header_memo.clear()
+        self._header_memo[id(identity)] = (identity, roles, headers)
+        return headers
 
     # --- validation --------------------------------------------------------------------
 
