@@ -101,19 +101,27 @@ async def test_two_workers_share_the_port_and_metrics_count_both(
     while len(_children(proc.proc.pid)) < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
-    # New connection per request: SO_REUSEPORT spreads connections, not requests.
-    for _ in range(60):
-        async with aiohttp.ClientSession() as session, session.get(proc.url + "/x") as r:
-            assert r.status == 200
-    # Workers hand their samples to the shared files at least every second.
-    deadline = time.monotonic() + 15
-    while (total := await _metric(proc.admin_url, "sidecar_requests_total",
-                                  'rule="all",status="200"')) < 60:
-        assert time.monotonic() < deadline, total
-        await asyncio.sleep(0.2)
-    assert total == 60
-    pids = {m.group(1) for f in mp_dir.iterdir() if (m := re.match(r"counter_(\d+)\.db", f.name))}
-    assert len(pids) == 2, "both workers should have served requests"
+    # New connection per request: SO_REUSEPORT spreads connections, not requests. A worker
+    # still importing is not listening yet, so send batches until both have served.
+    sent = 0
+    deadline = time.monotonic() + 30
+    while True:
+        for _ in range(30):
+            async with aiohttp.ClientSession() as session, session.get(proc.url + "/x") as r:
+                assert r.status == 200
+            sent += 1
+        # Workers hand their samples to the shared files at least every second.
+        flushed = time.monotonic() + 15
+        while (total := await _metric(proc.admin_url, "sidecar_requests_total",
+                                      'rule="all",status="200"')) < sent:
+            assert time.monotonic() < flushed, (total, sent)
+            await asyncio.sleep(0.2)
+        assert total == sent
+        pids = {m.group(1) for f in mp_dir.iterdir()
+                if (m := re.match(r"counter_(\d+)\.db", f.name))}
+        if len(pids) == 2:
+            break
+        assert time.monotonic() < deadline, "the second worker never served a request"
 
     victim = _children(proc.proc.pid)[0]
     os.kill(victim, signal.SIGKILL)
