@@ -43,3 +43,16 @@ def test_every_command_has_help() -> None:
     for command in commands:
         result = run_cli(command, "--help")
         assert result.returncode == 0, command
+
+
+def test_conflicting_rbac_rules_are_rejected_naming_both(tmp_path: Path) -> None:
+    path = tmp_path / "conflict.yaml"
+    path.write_text(
+        "rbac:\n"
+        "  rules:\n"
+        "    - {name: read-a, path: '/v1/m/{id}', methods: [GET], public: true}\n"
+        "    - {name: read-b, path: '/v1/m/{merchant}', methods: [GET], public: true}\n")
+    result = run_cli("check", "-c", str(path))
+    assert result.returncode == 1
+    assert "rbac.rules[1]" in result.stderr
+    assert "read-a" in result.stderr and "(line 4)" in result.stderr

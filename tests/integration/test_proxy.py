@@ -213,3 +213,18 @@ def test_free_port_helper_returns_a_bindable_port() -> None:
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+async def test_an_unmatched_path_is_404_and_a_wrong_method_405_with_allow(
+    backend: Backend, start_sidecar: StartSidecar
+) -> None:
+    sidecar = await start_sidecar(base_config(backend.url, rbac={"rules": [
+        {"name": "health", "path": "/v1/health", "methods": ["GET"], "public": True}]}))
+    status, _, body = await _get(sidecar.url + "/v1/other")
+    assert status == 404 and problem(body)["code"] == "no_route"
+    status, headers, body = await _get(sidecar.url + "/v1/health", method="DELETE")
+    assert status == 405 and problem(body)["code"] == "method_not_allowed"
+    assert headers["Allow"] == "GET, HEAD"
+    status, _, _ = await _get(sidecar.url + "/v1/health", method="HEAD")
+    assert status == 200
+    assert [r.method for r in backend.requests] == ["HEAD"]
