@@ -212,9 +212,14 @@ class Runtime:
             raise
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        return await self.pipeline.handle(request)
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The live pipeline; read per request, so a reload takes effect at the next one."""
         built = self._built
-        assert built is not None
-        return await built.pipeline.handle(request)
+        assert built is not None, "Runtime.start() not awaited"
+        return built.pipeline
 
     @property
     def in_flight(self) -> int:

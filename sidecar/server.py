@@ -91,7 +91,7 @@ def public_server(runtime: Runtime, cfg: ServerConfig) -> web.Server:
             protocol.head_since = None
             protocol.in_request = True
         try:
-            return await runtime.handle(request)
+            return await runtime.pipeline.handle(request)
         finally:
             if isinstance(protocol, _Handler):
                 protocol.in_request = False
