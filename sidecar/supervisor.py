@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from types import FrameType
@@ -32,6 +33,9 @@ class Supervisor:
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self._restarts: dict[int, float] = {}
+        # Set by the signal handler: a SIGTERM ends a poll interval or a restart backoff
+        # at once instead of after it.
+        self._wake = threading.Event()
 
     def _worker_argv(self) -> Sequence[str]:
         return [sys.executable, "-m", "sidecar", "run", "-c", self.config_path, "--worker"]
@@ -45,6 +49,7 @@ class Supervisor:
     def _signal(self, signum: int, _: FrameType | None) -> None:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self.stopping = True
+            self._wake.set()
         for proc in self.procs.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signum)
@@ -75,7 +80,8 @@ class Supervisor:
 
         deadline: float | None = None
         while self.procs:
-            time.sleep(0.1)
+            self._wake.wait(0.1)  # child exits are polled; signals wake us early
+            self._wake.clear()
             if self.stopping and deadline is None:
                 deadline = time.monotonic() + self.grace + 5
             for slot, proc in list(self.procs.items()):
@@ -92,7 +98,7 @@ class Supervisor:
                 last = self._restarts.get(slot, 0.0)
                 backoff = min(RESTART_BACKOFF_MAX, 0.5 if time.monotonic() - last > 10 else 2.0)
                 self._restarts[slot] = time.monotonic()
-                time.sleep(backoff)
+                self._wake.wait(backoff)
                 if not self.stopping:
                     self._spawn(slot, env)
             if deadline is not None and time.monotonic() > deadline:
