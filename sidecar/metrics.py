@@ -16,7 +16,7 @@ import math
 import os
 import threading
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -97,6 +97,7 @@ class Metrics:
         r = self.registry
         self._pending: dict[tuple[str, str, int, str, str], _PendingRequests] = {}
         self._owner_thread = threading.get_ident()
+        self._flush_hooks: list[Callable[[], None]] = []
         # First collector of the registry: any collection flushes pending samples first.
         r.register(_FlushOnCollect(self))
         self.requests = Counter(
@@ -166,9 +167,18 @@ class Metrics:
             pending.upstream[bisect_left(_BOUNDS, upstream_seconds)] += 1
             pending.upstream_sum += upstream_seconds
 
+    def add_flush_hook(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` (on the event-loop thread) at every :meth:`flush`: a stage that keeps
+        a figure in plain Python hands it to its metric there, not per request."""
+        self._flush_hooks.append(hook)
+
     def flush(self) -> None:
         """Move accumulated request samples into the metric families (event-loop thread)."""
-        if threading.get_ident() != self._owner_thread or not self._pending:
+        if threading.get_ident() != self._owner_thread:
+            return
+        for hook in self._flush_hooks:
+            hook()
+        if not self._pending:
             return
         pending, self._pending = self._pending, {}
         for (rule, method, status, stage, reason), p in pending.items():

@@ -7,7 +7,7 @@ Field names are the contract in ``docs/audit.md`` and
 
 from __future__ import annotations
 
-import secrets
+import os
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -20,9 +20,13 @@ from sidecar.audit.redact import (
     redact_target,
     safe_string,
 )
-from sidecar.context import RequestContext
+from sidecar.context import Identity, RequestContext
 
 EVENT_VERSION: Final = 1
+
+_IDENTITY_CACHE_SIZE: Final = 4096
+_SAFE_METHODS: Final[Mapping[str, str]] = {
+    m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 
 SecurityEventType = Literal[
     "token_issued", "token_excessive_issuance", "signature_replay", "jwks_refresh_failed",
@@ -62,7 +66,7 @@ def rfc3339(ts: float) -> str:
 
 def new_event_id() -> str:
     """128 random bits as 32 hex digits (a uuid4's entropy, without its object cost)."""
-    return secrets.token_hex(16)
+    return os.urandom(16).hex()
 
 
 def _sanitize_url(value: Any) -> Any:
@@ -78,12 +82,6 @@ def _sanitize_url(value: Any) -> Any:
     return f"{scheme}://{authority.rpartition('@')[2]}{slash}{path}"
 
 
-def _ms(seconds: float | None) -> float | None:
-    if seconds is None:
-        return None
-    return round(max(seconds, 0.0) * 1000.0, 3)
-
-
 class EventBuilder:
     """Builds event dicts from requests and security-event fields, with redaction compiled
     once from ``audit.redact``."""
@@ -93,6 +91,7 @@ class EventBuilder:
         self._denied = compile_names(headers)
         self._second = -1
         self._second_text = ""
+        self._identities: dict[int, tuple[Identity, tuple[str, str, dict[str, Any]]]] = {}
 
     def _time(self, now: float) -> str:
         """:func:`rfc3339`, formatting the date part once per second."""
@@ -106,42 +105,47 @@ class EventBuilder:
         """The ``request`` event of a finished request, at wall-clock ``now``, ``elapsed``
         seconds after it started."""
         identity = ctx.identity
-        rl = ctx.rate_limit
+        client_id: str | None = None
+        subject: str | None = None
+        token: dict[str, Any] | None = None
+        if identity is not None:
+            client_id, subject, token = self._identity_fields(identity)
+        method = _SAFE_METHODS.get(ctx.method) or safe_string(ctx.method[:32])
+        route = ctx.route
+        stage = ctx.stage
+        upstream = ctx.upstream_seconds
         event: dict[str, Any] = {
             "v": EVENT_VERSION,
             "type": "request",
             "time": self._time(now),
             "event_id": new_event_id(),
             "request_id": safe_string(ctx.request_id),
-            "client_id": safe_string(identity.client_id) if identity else None,
-            "subject": safe_string(identity.subject) if identity else None,
+            "client_id": client_id,
+            "subject": subject,
             "source_ip": ctx.client_ip,
-            "method": safe_string(ctx.method[:32]),
-            "rule": ctx.route.name if ctx.route is not None else None,
+            "method": method,
+            "rule": route.name if route is not None else None,
             "path": redact_target(ctx.path, ctx.query, self._query_names),
             "status": ctx.status,
-            "decision": "deny" if ctx.stage else "allow",
+            "decision": "deny" if stage else "allow",
             "reason": ctx.reason,
+            "latency_ms": round(elapsed * 1000.0, 3) if elapsed > 0.0 else 0.0,
+            "upstream_ms": (None if upstream is None
+                            else round(upstream * 1000.0, 3) if upstream > 0.0 else 0.0),
+            "rate_limit": None,
+            "signature": None,
+            "token": token,
         }
-        if ctx.stage:
-            event["stage"] = ctx.stage
-        event["latency_ms"] = _ms(elapsed)
-        event["upstream_ms"] = _ms(ctx.upstream_seconds)
+        if stage:
+            event["stage"] = stage
+        rl = ctx.rate_limit
         if rl is not None:
             limit: dict[str, Any] = {"policy": rl.policy, "remaining": rl.remaining}
             if rl.degraded:
                 limit["degraded"] = True
             event["rate_limit"] = limit
-        else:
-            event["rate_limit"] = None
-        event["signature"] = (
-            {"keyid": safe_string(ctx.signature_keyid)} if ctx.signature_keyid else None
-        )
-        event["token"] = (
-            {"iss": identity.issuer,  # must equal a configured issuer
-             "jti": safe_string(identity.token_id) if identity.token_id else None}
-            if identity else None
-        )
+        if ctx.signature_keyid:
+            event["signature"] = {"keyid": safe_string(ctx.signature_keyid)}
         if ctx.client_cert is not None:
             event["mtls"] = {"x5t#S256": ctx.client_cert.sha256_thumbprint}
         if ctx.audit_flags:
@@ -149,6 +153,28 @@ class EventBuilder:
             if flags:
                 event["flags"] = flags
         return event
+
+    def _identity_fields(
+        self, identity: Identity,
+    ) -> tuple[str, str, dict[str, Any]]:
+        """``client_id``, ``subject`` and ``token`` of an identity, computed once per
+        identity object: the verified-token cache hands out the same object for every
+        request bearing that token. The ``token`` dict is shared by those events and must
+        not be mutated."""
+        cached = self._identities.get(id(identity))
+        if cached is not None and cached[0] is identity:
+            return cached[1]
+        fields = (
+            safe_string(identity.client_id),
+            safe_string(identity.subject),
+            {"iss": identity.issuer,  # must equal a configured issuer
+             "jti": safe_string(identity.token_id) if identity.token_id else None},
+        )
+        if len(self._identities) >= _IDENTITY_CACHE_SIZE:
+            self._identities.clear()
+        # Holding the identity keeps its id() from being reused while the entry lives.
+        self._identities[id(identity)] = (identity, fields)
+        return fields
 
     def security(self, event_type: str, fields: Mapping[str, Any], now: float,
                  internal: bool = False) -> dict[str, Any] | None:

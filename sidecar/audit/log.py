@@ -68,6 +68,9 @@ class AuditLog:
                     self._spool_exec, cfg.queue_size, metrics.audit_events, self._report_depth)
             for sink in cfg.sinks
         ]
+        # The depth gauge is set when a writer takes a batch and before every scrape, not
+        # per event: a gauge update per request would cost more than the queue append.
+        metrics.add_flush_hook(self._report_depth)
         self._since_checkpoint = 0
         self._accepting = True
         self._started = False
@@ -186,7 +189,6 @@ class AuditLog:
             return
         for channel in self.channels:
             channel.offer(line)
-        self._report_depth()
         if not checkpoint:
             self._since_checkpoint += 1
             if self._since_checkpoint >= self._cfg.checkpoint_every:

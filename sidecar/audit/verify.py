@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sidecar.audit.chain import GENESIS, checkpoint_mac, event_hash
+from sidecar.audit.chain import GENESIS, checkpoint_mac, hash_matches
 
 Kind = Literal["edited", "deleted", "inserted", "reordered", "truncated", "malformed"]
 
@@ -137,7 +137,7 @@ def verify(lines: Iterable[Line], key: bytes, files: int,
                           "chain, seq, prev and hash)")
         chain, seq = event["chain"], event["seq"]
         st = chains.get(chain)
-        if not _same(event_hash(event, key), event["hash"]):
+        if not hash_matches(event, key):
             hint = ("" if st is not None else
                     " (or the wrong key: use --key-env when audit.chain_key is set)")
             return broken(line, chain, seq, "edited",
