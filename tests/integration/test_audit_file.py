@@ -260,3 +260,27 @@ async def test_periodic_checkpoints(tmp_path: Path) -> None:
     kinds = [(e["type"], e.get("reason")) for e in read_events(path)]
     assert kinds == [("request", "ok"), ("checkpoint", "interval"), ("request", "ok"),
                      ("checkpoint", "shutdown")]
+
+
+async def test_a_steady_trickle_is_written_in_batches_not_one_write_per_event(
+        tmp_path: Path) -> None:
+    # One sink write per event would cost a thread hand-off per request; the writer
+    # lingers so that events arriving over a few milliseconds share one write.
+    log = AuditLog(audit_config(tmp_path), None, Metrics())
+    await log.start()
+    sink = log.channels[0].sink
+    writes: list[int] = []
+    original = sink.write
+
+    async def counting_write(lines: list[bytes]) -> None:
+        writes.append(len(lines))
+        await original(lines)
+
+    sink.write = counting_write  # type: ignore[method-assign]
+    for i in range(200):
+        log.record_request(make_ctx(i))
+        await asyncio.sleep(0.0005)  # a request every half millisecond
+    await until(lambda: sum(writes) >= 200)
+    await log.close()
+    assert len(writes) <= 200 // 5, writes
+    assert requests_in(read_events(tmp_path / "audit.jsonl")) == [f"req-{i}" for i in range(200)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from typing import Any
@@ -141,3 +142,24 @@ def test_every_event_type_validates_against_the_schema() -> None:
     assert {e["type"] for e in events} == {"request", *SECURITY_FIELDS}
     for event in events:
         v.validate(event)
+
+
+def test_identity_fields_are_memoised_per_identity_object_never_across_objects() -> None:
+    b = builder()
+    first, second = make_ctx(1), make_ctx(2)  # equal client, different tokens
+    assert b.request(first, time.time(), 0.001)["token"]["jti"] == "jti-1"
+    assert b.request(second, time.time(), 0.001)["token"]["jti"] == "jti-2"
+    again = b.request(first, time.time(), 0.001)
+    assert again["token"] == {"iss": "https://idp.example.com/", "jti": "jti-1"}
+    # A PAN-like subject is masked once and stays masked on the memoised path.
+    ctx = make_ctx(3)
+    ctx.identity = dataclasses.replace(ctx.identity, subject="4111111111111111")
+    for _ in range(2):
+        assert "4111111111111111" not in str(b.request(ctx, time.time(), 0.001)["subject"])
+
+
+def test_identity_memo_is_bounded() -> None:
+    b = builder()
+    for i in range(5000):
+        b.request(make_ctx(i), time.time(), 0.001)
+    assert len(b._identities) <= 4096
