@@ -20,6 +20,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from sidecar.config.server import UpstreamConfig
+from sidecar.deadlines import Deadlines
 from sidecar.headers import downstream_response_headers
 from sidecar.problem import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 
@@ -62,8 +63,13 @@ class Upstream:
             total=None, connect=cfg.connect_timeout, sock_connect=cfg.connect_timeout,
             sock_read=None,
         )
+        # upstream.timeout (until the response head) on a coarse sweep, not a timer each.
+        self._deadlines = Deadlines(resolution=min(0.05, cfg.timeout / 10))
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._deadlines.start()
         ssl_ctx: ssl.SSLContext | bool = True
         if self._cfg.ca_file:
             ssl_ctx = ssl.create_default_context(cafile=self._cfg.ca_file)
@@ -78,6 +84,7 @@ class Upstream:
         )
 
     async def close(self) -> None:
+        await self._deadlines.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -116,13 +123,25 @@ class Upstream:
         if body is None and request.body_exists:
             data = capped_body(request, self._max_body)
         url = URL(self._base + request.raw_path, encoded=True)
+        task = asyncio.current_task()
+        assert task is not None and self._loop is not None
+        deadlines = self._deadlines
         started = time.perf_counter()
+        deadlines.arm(task, self._loop.time() + self._cfg.timeout)
+        fired = False
         try:
-            async with asyncio.timeout(self._cfg.timeout):
+            try:
                 upstream = await self._session.request(
                     request.method, url, headers=headers, data=data,
                     allow_redirects=False, compress=None,
                 )
+            finally:
+                fired = deadlines.disarm(task)
+        except asyncio.CancelledError:
+            if not fired:
+                raise
+            task.uncancel()
+            raise UpstreamTimeout("no response headers within upstream.timeout") from None
         except TimeoutError as exc:
             raise UpstreamTimeout("no response headers within upstream.timeout") from exc
         except PayloadTooLarge:
