@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from multidict import CIMultiDict
 from sidecar.clientip import ClientAddress, TrustedProxies
 from sidecar.context import Identity, RequestContext, RouteMatch
 from sidecar.headers import RequestHeaderPolicy, upstream_request_headers
+from sidecar.ids import random_id
 from sidecar.metrics import Metrics
 from sidecar.pathsafety import check_path, has_method_override_query
 from sidecar.problem import (
@@ -156,7 +156,7 @@ class Pipeline:
             address = ClientAddress(peer_ip, peer_ip)
         raw_path, _, query = request.raw_path.partition("?")
         return RequestContext(
-            request_id=request_id or os.urandom(16).hex(),
+            request_id=request_id or random_id(),
             method=request.method,
             path=raw_path,
             query=query,

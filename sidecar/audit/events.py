@@ -7,7 +7,6 @@ Field names are the contract in ``docs/audit.md`` and
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Mapping
 from typing import Any, Final, Literal
@@ -21,6 +20,7 @@ from sidecar.audit.redact import (
     safe_string,
 )
 from sidecar.context import Identity, RequestContext
+from sidecar.ids import random_id
 
 EVENT_VERSION: Final = 1
 
@@ -66,7 +66,7 @@ def rfc3339(ts: float) -> str:
 
 def new_event_id() -> str:
     """128 random bits as 32 hex digits (a uuid4's entropy, without its object cost)."""
-    return os.urandom(16).hex()
+    return random_id()
 
 
 def _sanitize_url(value: Any) -> Any:

@@ -34,9 +34,13 @@ _SEPARATOR = re.compile(r"[ +\-]|%20")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{2,}\.")
 _SECRETISH = re.compile(r"-----BEGIN|\bbearer\s+\S|\bbasic\s+[A-Za-z0-9+/=]{8,}", re.IGNORECASE)
 _USERINFO = re.compile(r"(://)[^/@\s]*@")
+# A superset of what _CANDIDATE finds, as a plain character-class run: on hex ids and
+# UUIDs it fails in a fifth of the time the exact pattern's nested alternation takes.
+_DIGIT_RUN = r"[0-9][0-9 +%\-]{12}"
+_MAYBE_CANDIDATE = re.compile(_DIGIT_RUN)
 # Anything :func:`safe_string` might change, found in one scan (a superset is fine).
 _SUSPECT = re.compile(r"eyJ|-----BEGIN|[Bb][Ee][Aa][Rr][Ee][Rr]\s|[Bb][Aa][Ss][Ii][Cc]\s|"
-                      r"://[^/@\s]*@|[0-9](?:(?:[ +\-]|%20)?[0-9]){12}")
+                      r"://[^/@\s]*@|" + _DIGIT_RUN)
 
 # SECURITY: names whose values are credentials, never recorded whatever a caller passes.
 ALWAYS_DENIED_KEYS = frozenset({
@@ -94,7 +98,7 @@ def _mask_run(match: re.Match[str], mask: str) -> str:
 
 def mask_pans(text: str, mask: str = REDACTED) -> str:
     """Replace every Luhn-valid 13-19 digit run in ``text`` by ``mask``."""
-    if len(text) < 13:
+    if len(text) < 13 or _MAYBE_CANDIDATE.search(text) is None:
         return text
     return _CANDIDATE.sub(lambda m: _mask_run(m, mask), text)
 
