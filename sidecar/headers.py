@@ -116,13 +116,23 @@ def upstream_request_headers(
     return out
 
 
-def downstream_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """Headers of the backend's response that may reach the client."""
+def downstream_response_headers(
+    upstream: CIMultiDictProxy[str],
+    sidecar_set: CIMultiDict[str] | None = None,
+    drop_length: bool = False,
+) -> CIMultiDict[str]:
+    """Headers of the backend's response that may reach the client, then ``sidecar_set``
+    (replacing any backend header of the same name). ``drop_length`` also drops the
+    backend's ``Content-Length``, for a body the sidecar writes (and measures) itself."""
     nominated = _nominated(upstream) if "Connection" in upstream else frozenset()
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in upstream.items():
         lower = name.lower()
-        if lower in HOP_BY_HOP or lower in nominated or lower in RESPONSE_FINGERPRINTS:
+        if (lower in HOP_BY_HOP or lower in nominated or lower in RESPONSE_FINGERPRINTS
+                or (sidecar_set is not None and name in sidecar_set)
+                or (drop_length and lower == "content-length")):
             continue
         out.add(name, value)
+    if sidecar_set is not None:
+        out.extend(sidecar_set)
     return out

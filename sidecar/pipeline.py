@@ -21,7 +21,7 @@ from typing import Final
 from aiohttp import web
 from multidict import CIMultiDict
 
-from sidecar.clientip import ClientAddress, TrustedProxies
+from sidecar.clientip import TrustedProxies
 from sidecar.context import Identity, RequestContext, RouteMatch
 from sidecar.headers import RequestHeaderPolicy, upstream_request_headers
 from sidecar.ids import random_id
@@ -100,6 +100,7 @@ class Pipeline:
         self.metrics = metrics
         self.tls = tls
         self.realm = realm
+        self._scheme = "https" if tls else "http"
         # aiohttp would announce its name and version; say only what we are.
         self._fixed_headers: dict[str, str] = {"Server": "sidecar"}
         if tls and hsts_max_age > 0:
@@ -147,25 +148,25 @@ class Pipeline:
         # per request is measurable).
         peer_ip = getattr(request.protocol, "peer_ip", None) or request.remote or ""
         request_id = ""
+        client_ip = forwarded_for = peer_ip
         if self.trusted and self.trusted.trusts(peer_ip):
             address = self.trusted.resolve(peer_ip, request.headers.getall("X-Forwarded-For", ()))
+            client_ip, forwarded_for = address.client_ip, address.forwarded_for
             incoming = request.headers.get("X-Request-Id", "")
             if 0 < len(incoming) <= 128 and _REQUEST_ID_CHARS.issuperset(incoming):
                 request_id = incoming
-        else:
-            address = ClientAddress(peer_ip, peer_ip)
         raw_path, _, query = request.raw_path.partition("?")
         return RequestContext(
             request_id=request_id or random_id(),
             method=request.method,
             path=raw_path,
             query=query,
-            client_ip=address.client_ip,
+            client_ip=client_ip,
             peer_ip=peer_ip,
-            scheme="https" if self.tls else "http",
+            scheme=self._scheme,
             host=request.headers.get("Host", ""),
             started=time.perf_counter(),
-            forwarded_for=address.forwarded_for,
+            forwarded_for=forwarded_for,
             client_cert=client_cert_of(request.transport) if self.tls else None,
         )
 

@@ -169,9 +169,7 @@ class Upstream:
         sign_response: SignResponse,
     ) -> web.Response:
         """Buffer the whole response (bounded) so its digest and signature can be sent."""
-        headers = downstream_response_headers(upstream.headers)
-        headers.update(extra_headers)
-        headers.popall("Content-Length", None)
+        headers = downstream_response_headers(upstream.headers, extra_headers, drop_length=True)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -195,11 +193,13 @@ class Upstream:
         upstream: aiohttp.ClientResponse,
         extra_headers: CIMultiDict[str],
     ) -> web.StreamResponse:
-        headers = downstream_response_headers(upstream.headers)
-        headers.update(extra_headers)
         length = upstream.content_length
         idle = self._cfg.idle_timeout
-        if length is not None and length <= SMALL_BODY:
+        small = length is not None and length <= SMALL_BODY
+        # A small body is written whole and aiohttp sets Content-Length from it; the
+        # upstream's copy must not double it.
+        headers = downstream_response_headers(upstream.headers, extra_headers, drop_length=small)
+        if small:
             try:
                 if upstream.content.is_eof():
                     body = await upstream.read()  # arrived with the head: nothing to wait for
@@ -208,8 +208,6 @@ class Upstream:
                         body = await upstream.read()
             except (TimeoutError, aiohttp.ClientError) as exc:
                 raise UpstreamTimeout("backend stalled while sending the body") from exc
-            # aiohttp sets Content-Length from the body; the upstream's copy must not double it.
-            headers.popall("Content-Length", None)
             return web.Response(status=upstream.status, headers=headers, body=body)
         response = web.StreamResponse(status=upstream.status, headers=headers)
         if length is None and request.version >= aiohttp.HttpVersion11:

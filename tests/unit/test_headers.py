@@ -70,3 +70,18 @@ def test_backend_fingerprints_and_hop_by_hop_response_headers_are_hidden() -> No
         ("X-Debug", "stack"), ("Transfer-Encoding", "chunked"), ("Content-Type", "text/plain"),
     ]))
     assert list(downstream_response_headers(upstream).keys()) == ["Content-Type"]
+
+
+def test_sidecar_response_headers_replace_the_backends_and_length_can_be_dropped() -> None:
+    upstream = CIMultiDictProxy(CIMultiDict([
+        ("x-request-id", "backend-id"), ("RateLimit-Remaining", "999"),
+        ("Content-Length", "12"), ("Set-Cookie", "a=1"), ("Set-Cookie", "b=2"),
+    ]))
+    ours = CIMultiDict({"X-Request-Id": "ours", "RateLimit-Remaining": "3"})
+    out = downstream_response_headers(upstream, ours, drop_length=True)
+    assert out.getall("X-Request-Id") == ["ours"]
+    assert out.getall("RateLimit-Remaining") == ["3"]
+    assert "Content-Length" not in out
+    assert out.getall("Set-Cookie") == ["a=1", "b=2"]
+    kept = downstream_response_headers(upstream, ours)
+    assert kept.getall("Content-Length") == ["12"]
