@@ -9,11 +9,15 @@ prints, per check: client CPU (process time, µs), commands the client sent (fro
 (pipelines written). Paths:
 
 * ``redis-py evalsha`` — ``await client.evalsha(...)`` per check: the plain client call.
-* ``store, unbatched`` — our RedisStore, one pre-encoded EVALSHA per round trip.
-* ``store, batched`` — our RedisStore, checks of one loop tick pipelined (the default).
+* ``store, unbatched`` — our RedisStore, every pre-encoded EVALSHA its own write.
+* ``store, batched`` — our RedisStore, the checks of one event-loop turn written as one,
+  at most ``--in-flight`` writes awaiting replies (the default).
 * ``stage, batched`` — the whole ``RateLimitStage.check_authenticated`` (keys, outcome,
   metrics) on the batched store: the per-request cost the pipeline pays.
 * ``stage, memory`` — the same stage on the in-process store, for scale.
+
+The store rows pass the pre-encoded command, as the stage does (it compiles each client's
+keys and command once).
 """
 
 from __future__ import annotations
@@ -37,7 +41,8 @@ from sidecar.context import Identity, RequestContext, RouteMatch
 from sidecar.metrics import Metrics
 from sidecar.ratelimit import RateLimitStage
 from sidecar.ratelimit.policy import bucket_key, client_tag, compile_policy
-from sidecar.ratelimit.redis_store import SCRIPT, SCRIPT_SHA, RedisStore
+from sidecar.ratelimit.redis_store import RedisStore
+from sidecar.ratelimit.script import SCRIPT, SCRIPT_SHA, pack_check
 from sidecar.redisconn import build_redis, close_redis
 from sidecar.stages import discard_event
 
@@ -49,6 +54,8 @@ CFG = RateLimitsConfig.model_validate({
     ],
     "default": ["per-client"],
 })
+RULE = ("refunds",)
+"""A rule's ``rate_limits``, as compiled config hands them over (a tuple)."""
 INNER = {"cmdstat_time", "cmdstat_mget", "cmdstat_set", "cmdstat_info"}
 
 
@@ -129,6 +136,7 @@ async def main(url: str, checks: int, in_flight: int, repeat: int) -> None:
     keys_of = [[bucket_key("bench:", client_tag(f"merchant-{i}"), p, None) for p in policies]
                for i in range(50)]
     argv = [p.script_arg for p in policies]
+    commands = [pack_check(keys, policies) for keys in keys_of]
     counted = {"naive": 0}
 
     async def naive(i: int) -> Any:
@@ -142,6 +150,7 @@ async def main(url: str, checks: int, in_flight: int, repeat: int) -> None:
     unbatched = RedisStore(client, timeout=1.0, batching=False)
     batched = RedisStore(client, timeout=1.0, batching=True, max_in_flight=in_flight)
     stage = RateLimitStage(CFG, client, Metrics(), discard_event, redis_config=rcfg)
+    await stage.start()
     memory_cfg = CFG.model_copy(update={"store": "memory"})
     memory = RateLimitStage(memory_cfg, None, Metrics(), discard_event)
     contexts = [ctx(i) for i in range(50)]
@@ -150,13 +159,13 @@ async def main(url: str, checks: int, in_flight: int, repeat: int) -> None:
     paths: list[tuple[str, Callable[[int], Awaitable[Any]], Callable[[], int]]] = [
         ("harness (no-op)", nothing, lambda: 0),
         ("redis-py evalsha", naive, lambda: counted["naive"]),
-        ("store, unbatched", lambda i: unbatched.take(keys_of[i % 50], policies),
+        ("store, unbatched", lambda i: unbatched.take(keys_of[i % 50], policies, commands[i % 50]),
          lambda: unbatched.round_trips),
-        ("store, batched", lambda i: batched.take(keys_of[i % 50], policies),
+        ("store, batched", lambda i: batched.take(keys_of[i % 50], policies, commands[i % 50]),
          lambda: batched.round_trips),
-        ("stage, batched", lambda i: stage.check_authenticated(contexts[i % 50], ["refunds"]),
+        ("stage, batched", lambda i: stage.check_authenticated(contexts[i % 50], RULE),
          lambda: stage_store.round_trips),
-        ("stage, memory", lambda i: memory.check_authenticated(contexts[i % 50], ["refunds"]),
+        ("stage, memory", lambda i: memory.check_authenticated(contexts[i % 50], RULE),
          lambda: 0),
     ]
     print(f"{checks} checks of 2 buckets each, best of {repeat} runs; per check:")
@@ -166,6 +175,7 @@ async def main(url: str, checks: int, in_flight: int, repeat: int) -> None:
             await measure(label, raw, checks, concurrency, repeat, one, trips)
     await stage.close()
     await batched.close()
+    await unbatched.close()
     await raw.aclose()
     await close_redis(client)
 

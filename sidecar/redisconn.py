@@ -7,19 +7,27 @@ or a Redis Cluster. Every socket operation is bounded by ``redis.timeout``; redi
 retries a failed command once, at once (a pooled connection that Redis closed is the
 common case), and never sleeps: callers bound the whole call themselves and a circuit
 breaker, not a backoff, protects a dead Redis.
+
+:func:`direct_target` describes, for a standalone or Sentinel client, how to open a
+connection of one's own to the same server (address, TLS context, credentials, database):
+the rate limiter drives such a connection directly (``sidecar.ratelimit.wire``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import parse_url
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
+from redis.credentials import CredentialProvider, UsernamePasswordCredentialProvider
 from redis.exceptions import RedisError
 
 from sidecar.config.server import RedisConfig, SentinelConfig, split_listen
@@ -69,6 +77,73 @@ def _sentinel_master(cfg: RedisConfig, scfg: SentinelConfig,
     sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_options, **options)  # type: ignore[no-untyped-call]
     client: Redis = sentinel.master_for(scfg.master, **master_options)
     return client
+
+
+@dataclass(frozen=True, slots=True)
+class DirectTarget:
+    """Where and how to open a connection of one's own to a client's server.
+
+    The same address, TLS context, credentials and database as the client's own
+    connections. For a Sentinel client :meth:`address` asks the Sentinels each time, so a
+    connection opened after a failover reaches the new master.
+    """
+
+    host: str
+    port: int
+    path: str | None
+    """Unix socket path (``unix://``); then host and port are unused."""
+    ssl: ssl.SSLContext | None
+    db: int
+    credentials: CredentialProvider | None
+    keepalive: Mapping[int, int | bytes] | None
+    """TCP keepalive options as redis-py sets them (with ``SO_KEEPALIVE``); None: off."""
+    sentinel: SentinelConnectionPool | None
+
+    async def address(self) -> tuple[str, int]:
+        """The server's host and port; for Sentinel, the master the Sentinels name now.
+
+        Raises:
+            redis.exceptions.RedisError: no Sentinel names a master
+                (``MasterNotFoundError``).
+        """
+        if self.sentinel is None:
+            return self.host, self.port
+        host, port = await self.sentinel.get_master_address()  # type: ignore[no-untyped-call]
+        return str(host), int(port)
+
+    async def handshake(self) -> list[tuple[bytes, ...]]:
+        """The commands a new connection sends first: ``AUTH`` when there are
+        credentials, ``SELECT`` when the database is not 0 (as redis-py does, in RESP2)."""
+        commands: list[tuple[bytes, ...]] = []
+        if self.credentials is not None:
+            creds = await self.credentials.get_credentials_async()
+            commands.append((b"AUTH", *(str(c).encode() for c in creds)))
+        if self.db:
+            commands.append((b"SELECT", b"%d" % self.db))
+        return commands
+
+
+def direct_target(client: Redis) -> DirectTarget:
+    """Describe how to reach the server of a standalone or Sentinel ``client``.
+
+    Takes the parameters of a connection the client's pool would make (never connected),
+    so URL options such as ``ssl_ca_certs`` or ``ssl_cert_reqs`` apply alike.
+    """
+    pool = client.connection_pool
+    template = pool.make_connection()  # type: ignore[no-untyped-call]
+    credentials: CredentialProvider | None = template.credential_provider
+    if credentials is None and (template.username or template.password):
+        credentials = UsernamePasswordCredentialProvider(template.username, template.password)
+    path = template.path if isinstance(template, UnixDomainSocketConnection) else None
+    context = template.ssl_context.get() if isinstance(template, SSLConnection) else None
+    keepalive: dict[int, int | bytes] | None = (
+        dict(getattr(template, "socket_keepalive_options", None) or {})
+        if getattr(template, "socket_keepalive", False) else None)
+    return DirectTarget(
+        host=str(getattr(template, "host", "")), port=int(getattr(template, "port", 0)),
+        path=path, ssl=context, db=int(template.db), credentials=credentials,
+        keepalive=keepalive,
+        sentinel=pool if isinstance(pool, SentinelConnectionPool) else None)
 
 
 async def ping(client: RedisClient, within: float) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sidecar.config.ratelimit import UNAUTHENTICATED_POLICY, RateLimitsConfig
@@ -32,10 +33,28 @@ from sidecar.ratelimit.policy import (
     ip_tag,
 )
 from sidecar.ratelimit.redis_store import RedisStore
+from sidecar.ratelimit.script import pack_check
 from sidecar.redisconn import RedisClient
 from sidecar.stages import EventEmitter
 
 log = logging.getLogger("sidecar.ratelimit")
+
+_MAX_PLANS = 8192
+"""Compiled request shapes kept per stage (per client and rule; more clear the cache)."""
+_MAX_CACHED_VALUE = 100
+"""Longer key values (client-chosen headers) are not cached: they would grow the cache."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """One request shape compiled for the hot path (a client and its rule's policies, or
+    an IP): its buckets and the pre-encoded store command."""
+
+    policies: tuple[Policy, ...]
+    specs: tuple[bucket.BucketSpec, ...]
+    keys: tuple[str, ...]
+    command: bytes | None
+    """``EVALSHA`` of the keys (None with the memory store)."""
 
 
 def rate_limit_headers(outcome: RateLimitOutcome | None) -> dict[str, str]:
@@ -60,18 +79,16 @@ def rate_limit_headers(outcome: RateLimitOutcome | None) -> dict[str, str]:
 def outcome_of(policies: Sequence[Policy], tokens: Sequence[float], allowed: bool,
                degraded: bool = False) -> RateLimitOutcome:
     """The outcome the headers, audit and metrics describe: the most constraining bucket."""
-    decisions = [bucket.judge(p.spec, t, allowed) for p, t in zip(policies, tokens, strict=True)]
-    i = bucket.most_constraining(decisions)
-    chosen = decisions[i]
-    return RateLimitOutcome(
-        policy=policies[i].name,
-        limit=policies[i].spec.capacity,
-        remaining=chosen.remaining,
-        reset_seconds=chosen.reset_seconds,
-        allowed=allowed,
-        retry_after=chosen.retry_after,
-        degraded=degraded,
-    )
+    if len(tokens) != len(policies):
+        raise ValueError("one token count per policy")
+    return _outcome(policies, [p.spec for p in policies], tokens, allowed, degraded)
+
+
+def _outcome(policies: Sequence[Policy], specs: Sequence[bucket.BucketSpec],
+             tokens: Sequence[float], allowed: bool, degraded: bool) -> RateLimitOutcome:
+    i, remaining, reset, retry = bucket.headline(specs, tokens, allowed)
+    return RateLimitOutcome(policies[i].name, specs[i].capacity, remaining, reset, allowed,
+                            retry, degraded)
 
 
 class RateLimitStage:
@@ -103,7 +120,10 @@ class RateLimitStage:
         self._default = tuple(self._policies[n] for n in cfg.default)
         self._unauth = (compile_unauthenticated(cfg.unauthenticated)
                         if cfg.unauthenticated is not None else None)
-        self._combined: dict[tuple[str, ...], tuple[Policy, ...]] = {}
+        self._combined: dict[tuple[str, ...], tuple[tuple[Policy, ...], bool]] = {}
+        """rule policy names -> (default + rule policies, whether any key has a value)."""
+        self._plans: dict[tuple[Any, ...], _Plan] = {}
+        self._ip_plans: dict[str, _Plan] = {}
         self._memory = MemoryStore(clock, cfg.max_local_buckets)
         self._remote: RedisStore | None = None
         if cfg.effective_store(redis is not None) == "redis":
@@ -113,7 +133,8 @@ class RateLimitStage:
         self.breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_cooldown, clock)
         self._exhausted: dict[str, float] = {}
         self._max_exhausted = cfg.max_local_buckets
-        self._decision_counters: dict[tuple[str, str], Any] = {}
+        self._decision_counters: dict[str, dict[str, Any]] = {
+            "allowed": {}, "limited": {}, "degraded": {}}
         self._redis_errors = metrics.redis_errors.labels(operation="ratelimit")
         metrics.ratelimit_breaker_open.set(0)
 
@@ -146,11 +167,12 @@ class RateLimitStage:
             RateLimited: the bucket is empty (429, ``Retry-After``).
             RateLimitUnavailable: the store failed under ``fail_closed`` (503).
         """
-        policy = self._unauth
-        if policy is None:
+        if self._unauth is None:
             return None
-        key = bucket_key(self._prefix, ip_tag(ctx.client_ip), policy, None)
-        return await self._check(ctx, (policy,), [key])
+        plan = self._ip_plans.get(ctx.client_ip)
+        if plan is None:
+            plan = self._ip_plan(ctx.client_ip, self._unauth)
+        return await self._check(ctx, plan)
 
     def unauthenticated_exhausted(self, ctx: RequestContext) -> bool:
         """Cheap local view: was this IP's unauthenticated bucket last seen empty?"""
@@ -180,13 +202,23 @@ class RateLimitStage:
         identity = ctx.identity
         if identity is None:
             raise ValueError("check_authenticated needs ctx.identity")
-        policies = self._policies_for(tuple(rule_policies))
+        names = rule_policies if type(rule_policies) is tuple else tuple(rule_policies)
+        combined = self._combined.get(names)
+        if combined is None:
+            combined = self._combine(names)
+        policies, valued = combined
         if not policies:
             return None
-        tag = client_tag(identity.client_id)
-        keys = [bucket_key(self._prefix, tag, p, bucket_value(p, ctx, identity, headers))
-                for p in policies]
-        return await self._check(ctx, policies, keys)
+        if not valued:
+            cache_key: tuple[Any, ...] = (identity.client_id, names)
+            values: tuple[str | None, ...] = ()
+        else:
+            values = tuple(bucket_value(p, ctx, identity, headers) for p in policies)
+            cache_key = (identity.client_id, names, *values)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            plan = self._client_plan(cache_key, identity.client_id, policies, values)
+        return await self._check(ctx, plan)
 
     def exhausted_error(self, ctx: RequestContext) -> RateLimited:
         """A 429 for an IP :meth:`unauthenticated_exhausted` reports, without a store call."""
@@ -201,28 +233,54 @@ class RateLimitStage:
 
     # --- internals ----------------------------------------------------------------------
 
-    def _policies_for(self, rule_policies: tuple[str, ...]) -> tuple[Policy, ...]:
-        combined = self._combined.get(rule_policies)
-        if combined is None:
-            seen = {p.name for p in self._default}
-            extra = []
-            for name in rule_policies:
-                if name not in self._policies:
-                    raise ValueError(f"unknown rate-limit policy {name!r}")
-                if name not in seen:
-                    seen.add(name)
-                    extra.append(self._policies[name])
-            combined = self._combined[rule_policies] = (*self._default, *extra)
+    def _combine(self, rule_policies: tuple[str, ...]) -> tuple[tuple[Policy, ...], bool]:
+        seen = {p.name for p in self._default}
+        extra = []
+        for name in rule_policies:
+            if name not in self._policies:
+                raise ValueError(f"unknown rate-limit policy {name!r}")
+            if name not in seen:
+                seen.add(name)
+                extra.append(self._policies[name])
+        policies = (*self._default, *extra)
+        valued = any(p.kind != "client_id" for p in policies)
+        combined = self._combined[rule_policies] = (policies, valued)
         return combined
 
-    async def _check(self, ctx: RequestContext, policies: Sequence[Policy],
-                     keys: list[str]) -> RateLimitOutcome:
+    def _new_plan(self, policies: tuple[Policy, ...], tag: str,
+                  values: Sequence[str | None]) -> _Plan:
+        keys = tuple(bucket_key(self._prefix, tag, p, v)
+                     for p, v in zip(policies, values, strict=True))
+        command = pack_check(keys, policies) if self._remote is not None else None
+        return _Plan(policies, tuple(p.spec for p in policies), keys, command)
+
+    def _client_plan(self, cache_key: tuple[Any, ...], client_id: str,
+                     policies: tuple[Policy, ...], values: tuple[str | None, ...]) -> _Plan:
+        plan = self._new_plan(policies, client_tag(client_id),
+                              values or (None,) * len(policies))
+        if len(client_id) <= _MAX_CACHED_VALUE and all(
+                v is None or len(v) <= _MAX_CACHED_VALUE for v in values):
+            if len(self._plans) >= _MAX_PLANS:
+                self._plans.clear()
+            self._plans[cache_key] = plan
+        return plan
+
+    def _ip_plan(self, ip: str, policy: Policy) -> _Plan:
+        plan = self._new_plan((policy,), ip_tag(ip), (None,))
+        if len(ip) <= _MAX_CACHED_VALUE:
+            if len(self._ip_plans) >= _MAX_PLANS:
+                self._ip_plans.clear()
+            self._ip_plans[ip] = plan
+        return plan
+
+    async def _check(self, ctx: RequestContext, plan: _Plan) -> RateLimitOutcome:
         degraded = False
+        policies = plan.policies
         if self._remote is None:
-            allowed, tokens = self._memory.take_now(keys, policies)
+            allowed, tokens = self._memory.take_now(plan.keys, policies)
         else:
             try:
-                allowed, tokens = await self._take_remote(keys, policies)
+                allowed, tokens = await self._take_remote(plan)
             except StoreError:
                 if self._mode == "fail_closed":
                     raise RateLimitUnavailable(
@@ -231,8 +289,8 @@ class RateLimitStage:
                 degraded = True
                 if self._mode == "fail_open":
                     return self._fail_open(ctx, policies)
-                allowed, tokens = self._memory.take_now(keys, policies)
-        outcome = outcome_of(policies, tokens, allowed, degraded)
+                allowed, tokens = self._memory.take_now(plan.keys, policies)
+        outcome = _outcome(policies, plan.specs, tokens, allowed, degraded)
         self._count(outcome.policy, "allowed" if allowed else "limited")
         ctx.rate_limit = outcome
         if policies[0] is self._unauth:
@@ -247,23 +305,19 @@ class RateLimitStage:
             raise RateLimited(outcome, headers)
         return outcome
 
-    async def _take_remote(self, keys: list[str],
-                           policies: Sequence[Policy]) -> tuple[bool, list[float]]:
+    async def _take_remote(self, plan: _Plan) -> tuple[bool, list[float]]:
         assert self._remote is not None
         breaker = self.breaker
         if not breaker.allow():
             raise StoreError("circuit breaker open")
-        verdict = False
         try:
-            result = await self._remote.take(keys, policies)
-            verdict = True
+            result = await self._remote.take(plan.keys, plan.policies, plan.command)
         except StoreError as exc:
-            verdict = True
             self._on_failure(exc)
             raise
-        finally:
-            if not verdict:
-                breaker.abandon()
+        except BaseException:  # cancelled: no verdict, the next call may probe
+            breaker.abandon()
+            raise
         if breaker.success():
             log.warning("rate-limit store recovered; shared limits resume")
             self._metrics.ratelimit_breaker_open.set(0)
@@ -292,10 +346,11 @@ class RateLimitStage:
         return outcome
 
     def _count(self, policy: str, decision: str) -> None:
-        counter = self._decision_counters.get((policy, decision))
+        counters = self._decision_counters[decision]
+        counter = counters.get(policy)
         if counter is None:
-            counter = self._metrics.ratelimit_decisions.labels(policy, decision)
-            self._decision_counters[(policy, decision)] = counter
+            counter = counters[policy] = self._metrics.ratelimit_decisions.labels(
+                policy, decision)
         counter.inc()
 
     def _unavailable_headers(self) -> dict[str, str]:

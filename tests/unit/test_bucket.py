@@ -14,6 +14,7 @@ from sidecar.ratelimit.bucket import (
     BucketState,
     available,
     header_seconds,
+    headline,
     judge,
     most_constraining,
     take,
@@ -148,3 +149,24 @@ def test_never_more_than_capacity_plus_refill(capacity: int, rate: float, cost: 
 def test_time_to_full() -> None:
     assert time_to_full(SPEC, 10.0) == 0.0
     assert time_to_full(SPEC, 0.0) == 5.0
+
+
+@given(
+    buckets=st.lists(st.tuples(st.integers(1, 50), st.floats(0.01, 100), st.integers(1, 50),
+                               st.floats(-5, 60)), min_size=1, max_size=5),
+    allowed=st.booleans(),
+)
+def test_headline_equals_judging_every_bucket_then_the_most_constraining(
+    buckets: list[tuple[int, float, int, float]], allowed: bool,
+) -> None:
+    specs = [BucketSpec(c, r, min(k, c)) for c, r, k, _ in buckets]
+    tokens = [min(float(c), t) for c, _, _, t in buckets]
+    decisions = [judge(s, t, allowed) for s, t in zip(specs, tokens, strict=True)]
+    i = most_constraining(decisions)
+    d = decisions[i]
+    assert headline(specs, tokens, allowed) == (i, d.remaining, d.reset_seconds, d.retry_after)
+
+
+def test_headline_of_no_buckets_is_an_error() -> None:
+    with pytest.raises(ValueError, match="no buckets"):
+        headline([], [], True)

@@ -249,3 +249,38 @@ def test_store_redis_without_a_client_is_refused() -> None:
     cfg = RateLimitsConfig.model_validate({**CFG, "store": "redis"})
     with pytest.raises(ValueError, match="no Redis client"):
         RateLimitStage(cfg, None, Metrics(), lambda t, f: None)
+
+
+async def test_a_client_s_keys_are_compiled_once_per_rule_and_header_value() -> None:
+    clock = Clock()
+    limiter, _ = stage(clock)
+    for merchant in ("m-1", "m-2", "m-1"):
+        clock.now += 1
+        headers = CIMultiDict({"x-merchant-id": merchant})
+        await limiter.check_authenticated(ctx(), ("per-merchant",), headers=headers)
+    await limiter.check_authenticated(ctx(), ["refunds"])
+    await limiter.check_authenticated(ctx(), ("refunds",))
+    assert len(limiter._plans) == 3, "m-1, m-2, and refunds (a list and a tuple alike)"
+    plan = limiter._plans[("merchant-a", ("per-merchant",), None, "m-2")]
+    assert plan.keys == (bucket_key("sidecar:", client_tag("merchant-a"),
+                                    limiter._policies["per-client"], None),
+                         bucket_key("sidecar:", client_tag("merchant-a"),
+                                    limiter._policies["per-merchant"], "m-2"))
+
+
+async def test_long_header_values_are_keyed_by_digest_and_never_cached() -> None:
+    limiter, _ = stage(Clock())
+    long = CIMultiDict({"x-merchant-id": "m" * 5000})
+    await limiter.check_authenticated(ctx(), ["per-merchant"], headers=long)
+    with pytest.raises(RateLimited):
+        await limiter.check_authenticated(ctx(), ["per-merchant"], headers=long)
+    assert limiter._plans == {}
+
+
+async def test_the_compiled_key_cache_stays_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sidecar.ratelimit.stage._MAX_PLANS", 10)
+    limiter, _ = stage(Clock())
+    for i in range(25):
+        await limiter.check_authenticated(ctx(f"client-{i}"), [])
+        await limiter.check_unauthenticated(ctx(None, ip=f"192.0.2.{i}"))
+    assert 0 < len(limiter._plans) <= 10 and 0 < len(limiter._ip_plans) <= 10
