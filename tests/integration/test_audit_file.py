@@ -284,3 +284,20 @@ async def test_a_steady_trickle_is_written_in_batches_not_one_write_per_event(
     await log.close()
     assert len(writes) <= 200 // 5, writes
     assert requests_in(read_events(tmp_path / "audit.jsonl")) == [f"req-{i}" for i in range(200)]
+
+
+async def test_request_events_are_sealed_at_the_end_of_the_loop_turn_in_order(
+        tmp_path: Path) -> None:
+    log = AuditLog(audit_config(tmp_path), None, Metrics())
+    await log.start()
+    for i in range(3):
+        log.record_request(make_ctx(i))
+    assert log._chain.seq == 0  # deferred to the end of this turn
+    await asyncio.sleep(0)
+    assert log._chain.seq == 3
+    log.record_request(make_ctx(3))
+    log.emit("config_reload", {"result": "ok"})  # seals the waiting request event first
+    await log.close()
+    events = read_events(tmp_path / "audit.jsonl")
+    assert [e.get("request_id", e["type"]) for e in events] == [
+        "req-0", "req-1", "req-2", "req-3", "config_reload", "checkpoint"]
