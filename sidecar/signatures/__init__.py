@@ -4,7 +4,7 @@ Modules, from pure to I/O:
 
 - ``components``: component identifiers (name + parameters), parsing and serialisation.
 - ``base``: message views and the signature base builder (pure).
-- ``fields``: ``Signature-Input`` / ``Signature`` parsing with ``http_sfv``.
+- ``fields``: ``Signature-Input`` / ``Signature`` parsing with ``http_sf`` (RFC 9651).
 - ``digest``: ``Content-Digest`` generation and verification.
 - ``algorithms``: the six RFC 9421 algorithms over ``cryptography``, key loading.
 - ``signer``: building ``Signature-Input`` / ``Signature`` for a message; ``ResponseSigner``.

@@ -9,16 +9,17 @@ object, so the signer, the verifier and the tests all build bases from the same 
 from __future__ import annotations
 
 import base64
+import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from http_sfv.dictionary import Dictionary
-from http_sfv.item import Item, ser_bare_item
-from http_sfv.list import List
-from http_sfv.util import ser_key
+import http_sf
+from http_sf.bare_item import ser_bare_item
+from http_sf.innerlist import ser_item_or_inner_list
+from http_sf.util import ser_key
 
 from sidecar.signatures.components import (
     DERIVED_REQUEST_COMPONENTS,
@@ -33,13 +34,14 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB: not field-c
 _DEFAULT_PORTS = {"http": "80", "https": "443"}
 _FORM_SAFE = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789*-._")
 
-# Structured fields whose type is known (RFC 9421 §2.1.1 needs the type for ``;sf``).
-STRUCTURED_FIELD_TYPES: dict[str, type[Any]] = {
-    "accept-signature": Dictionary, "cache-status": List, "cdn-cache-control": Dictionary,
-    "client-cert": Item, "client-cert-chain": List, "content-digest": Dictionary,
-    "example-dict": Dictionary, "priority": Dictionary, "proxy-status": List,
-    "repr-digest": Dictionary, "signature": Dictionary, "signature-input": Dictionary,
-    "want-content-digest": Dictionary, "want-repr-digest": Dictionary,
+# Structured fields whose type is known (RFC 9421 §2.1.1 needs the type for ``;sf``), as
+# http_sf top-level types.
+STRUCTURED_FIELD_TYPES: dict[str, str] = {
+    "accept-signature": "dictionary", "cache-status": "list", "cdn-cache-control": "dictionary",
+    "client-cert": "item", "client-cert-chain": "list", "content-digest": "dictionary",
+    "example-dict": "dictionary", "priority": "dictionary", "proxy-status": "list",
+    "repr-digest": "dictionary", "signature": "dictionary", "signature-input": "dictionary",
+    "want-content-digest": "dictionary", "want-repr-digest": "dictionary",
 }
 
 
@@ -153,16 +155,16 @@ def _field_lines(headers: Sequence[Header], name: str) -> list[str]:
     lines = [value for key, value in headers if key == name]
     if not lines:
         raise SignatureBaseError(f"covered field {name!r} is not in the message")
-    return [_OBS_FOLD.sub(" ", value).strip(" \t") for value in lines]
+    # obs-fold needs a line feed; without one the substitution is a (costly) no-op.
+    return [(_OBS_FOLD.sub(" ", value) if "\n" in value else value).strip(" \t")
+            for value in lines]
 
 
-def _parse_structured(kind: type[Any], value: str, name: str) -> Any:
-    parsed = kind()
+def _parse_structured(tltype: str, value: str, name: str) -> Any:
     try:
-        parsed.parse(value.encode("ascii"))
-    except (ValueError, UnicodeError) as exc:
+        return http_sf.parse(value.encode("ascii"), tltype=tltype)
+    except ValueError as exc:  # StructuredFieldError, UnicodeEncodeError
         raise SignatureBaseError(f"field {name!r} is not a valid structured field") from exc
-    return parsed
 
 
 def _field_value(headers: Sequence[Header], component: ComponentId) -> str:
@@ -188,43 +190,35 @@ def _field_value(headers: Sequence[Header], component: ComponentId) -> str:
         key = component.param("key")
         if type(key) is not str:
             raise SignatureBaseError("parameter 'key' must be a string")
-        dictionary = _parse_structured(Dictionary, combined, name)
+        dictionary = _parse_structured("dictionary", combined, name)
         if key not in dictionary:
             raise SignatureBaseError(f"field {name!r} has no member {key!r}")
-        return str(dictionary[key])
+        try:
+            return ser_item_or_inner_list(dictionary[key])
+        except ValueError as exc:
+            raise SignatureBaseError(f"field {name!r} cannot be serialised") from exc
     if "sf" in flags:
         kind = STRUCTURED_FIELD_TYPES.get(name)
         if kind is None:
             raise SignatureBaseError(f"the structured type of field {name!r} is unknown")
+        parsed = _parse_structured(kind, combined, name)
         try:
-            return str(_parse_structured(kind, combined, name))
-        except ValueError as exc:
+            return http_sf.ser(parsed)
+        except ValueError as exc:  # e.g. an empty Dictionary or List
             raise SignatureBaseError(f"field {name!r} cannot be serialised") from exc
     return combined
 
 
 def _derived_values(view: RequestView, component: ComponentId) -> list[str]:
     name = component.name
-    allowed = {"req", "name"} if name == "@query-param" else {"req"}
-    extra = {key for key, _ in component.params} - allowed
-    if extra:
-        raise SignatureBaseError(f"unsupported parameter(s) {sorted(extra)} on {name!r}")
-    if name == "@method":
-        return [view.method]
-    if name == "@target-uri":
-        return [target_uri(view)]
-    if name == "@authority":
-        return [normalize_authority(view.scheme, view.authority)]
-    if name == "@scheme":
-        return [view.scheme.lower()]
-    if name == "@request-target":
-        if view.request_target is not None:
-            return [view.request_target]
-        return [(view.path or "/") + ("" if view.query is None else "?" + view.query)]
-    if name == "@path":
-        return [view.path or "/"]
-    if name == "@query":
-        return ["?" + (view.query or "")]
+    if component.params:
+        allowed = {"req", "name"} if name == "@query-param" else {"req"}
+        extra = {key for key, _ in component.params} - allowed
+        if extra:
+            raise SignatureBaseError(f"unsupported parameter(s) {sorted(extra)} on {name!r}")
+    getter = _PLAIN_DERIVED.get(name)
+    if getter is not None:
+        return [getter(view)]
     # @query-param
     wanted = component.param("name")
     if type(wanted) is not str:
@@ -236,20 +230,46 @@ def _derived_values(view: RequestView, component: ComponentId) -> list[str]:
     return values
 
 
+def _request_target(view: RequestView) -> str:
+    if view.request_target is not None:
+        return view.request_target
+    return (view.path or "/") + ("" if view.query is None else "?" + view.query)
+
+
+# Derived components of a request that take no parameter (RFC 9421 §2.2).
+_PLAIN_DERIVED: dict[str, Callable[[RequestView], str]] = {
+    "@method": lambda view: view.method,
+    "@target-uri": target_uri,
+    "@authority": lambda view: normalize_authority(view.scheme, view.authority),
+    "@scheme": lambda view: view.scheme.lower(),
+    "@request-target": _request_target,
+    "@path": lambda view: view.path or "/",
+    "@query": lambda view: "?" + (view.query or ""),
+}
+
+
 def component_values(message: Message, component: ComponentId) -> list[str]:
     """The value(s) of one component; several only for a repeated ``@query-param``.
 
     Raises:
         SignatureBaseError: the component does not apply or is absent (RFC 9421 §2.5).
     """
+    if not component.params:  # the common case, as the general path below would answer it
+        if not component.is_derived:
+            return [", ".join(_field_lines(message.headers, component.name))]
+        getter = _PLAIN_DERIVED.get(component.name)
+        if getter is not None and isinstance(message, RequestView):
+            value = getter(message)
+            if value != value.strip() or not value.isprintable():
+                raise SignatureBaseError(f"{component.name} has an unprintable value")
+            return [value]
+    target: Message = message
     if component.param("req") is not None:
         if not isinstance(message, ResponseView):
             raise SignatureBaseError("req is only valid in a response signature")
         if message.request is None:
             raise SignatureBaseError("req needs the related request")
-        target: Message = message.request
-    else:
-        target = message
+        target = message.request
     if component.name == SIGNATURE_PARAMS:
         raise SignatureBaseError("@signature-params must not be listed as a covered component")
     if component.is_derived:
@@ -272,16 +292,33 @@ def component_values(message: Message, component: ComponentId) -> list[str]:
 def serialize_signature_params(components: Sequence[ComponentId],
                                params: Sequence[tuple[str, Any]]) -> str:
     """The ``@signature-params`` value: the covered components as an Inner List with the
-    signature parameters, in the given order (RFC 9421 §2.3), serialised as RFC 8941 §4.1.1.1
-    (what ``str(InnerList)`` yields, with the component serialisations cached).
+    signature parameters, in the given order (RFC 9421 §2.3), serialised as an Inner List
+    (RFC 9651 §4.1.1.1) with http_sf's serialisers (identifiers, parameter names and
+    repeating parameters are serialised once and kept).
 
     Raises:
         ValueError: a parameter name or value cannot be serialised.
     """
-    items = " ".join(c.serialize() for c in components)
-    rendered = "".join(f";{ser_key(key)}" if value is True
-                       else f";{ser_key(key)}={ser_bare_item(value)}" for key, value in params)
-    return f"({items}){rendered}"
+    items = " ".join([c.serialize() for c in components])
+    return f"({items}){''.join([_serialize_param(key, value) for key, value in params])}"
+
+
+def _serialize_param(key: str, value: Any) -> str:
+    try:
+        return _serialize_param_cached(key, value)
+    except TypeError:  # an unhashable value: serialise it uncached (ser_bare_item decides)
+        return _serialize_param_uncached(key, value)
+
+
+def _serialize_param_uncached(key: str, value: Any) -> str:
+    name = _ser_key(key)
+    return f";{name}" if value is True else f";{name}={ser_bare_item(value)}"
+
+
+# Names repeat on every request; so do keyid and alg values (a nonce does not).
+# typed=True: True == 1 in Python, but they serialise differently.
+_ser_key = functools.lru_cache(maxsize=64)(ser_key)
+_serialize_param_cached = functools.lru_cache(maxsize=128, typed=True)(_serialize_param_uncached)
 
 
 def build_signature_base(message: Message, components: Sequence[ComponentId],
@@ -307,8 +344,9 @@ def build_signature_base(message: Message, components: Sequence[ComponentId],
             raise SignatureBaseError("a component identifier cannot be serialised") from exc
         for value in component_values(message, component):
             # SECURITY: RFC 9421 §2.5 — a line break in a value would forge a base line;
-            # other controls are not field-content either.
-            if _CONTROL.search(value):
+            # other controls are not field-content either. (A printable value holds none;
+            # the search is for the rest: HTAB, non-ASCII, controls.)
+            if not value.isprintable() and _CONTROL.search(value):
                 raise SignatureBaseError(f"{identifier} holds a control character")
             lines.append(f"{identifier}: {value}")
     lines.append(f'"{SIGNATURE_PARAMS}": {signature_params}')

@@ -11,8 +11,6 @@ import hashlib
 import hmac
 from collections.abc import Callable, Sequence
 
-from http_sfv.item import Item
-
 from sidecar.signatures.fields import MalformedField, parse_dictionary
 
 DIGEST_ALGORITHMS: dict[str, Callable[[bytes], bytes]] = {
@@ -49,11 +47,14 @@ def verify_content_digest(lines: Sequence[str], body: bytes) -> str:
     for algorithm, member in members.items():
         if algorithm not in DIGEST_ALGORITHMS:
             continue
-        if not isinstance(member, Item) or type(member.value) is not bytes:
+        value = member[0]  # an Item (bytes, params) or an Inner List ([...], params)
+        if type(value) is not bytes:
             raise DigestError(f"Content-Digest {algorithm} is not a Byte Sequence")
+        # Each supported algorithm runs once over the received bytes (a repeated algorithm
+        # is refused by the strict parse).
         expected = DIGEST_ALGORITHMS[algorithm](body)
         # SECURITY: constant-time compare; a length mismatch is simply unequal.
-        if not hmac.compare_digest(member.value, expected):
+        if not hmac.compare_digest(value, expected):
             raise DigestError(f"Content-Digest {algorithm} does not match the body")
         checked.append(algorithm)
     if not checked:

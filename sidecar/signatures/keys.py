@@ -7,7 +7,7 @@ Errors are reported like config errors, with the key's path, all at once:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from sidecar.config.loader import ConfigError, ConfigIssue
@@ -19,11 +19,13 @@ from sidecar.config.signatures import (
 from sidecar.signatures.algorithms import (
     KeyLoadError,
     SignKey,
+    Verifier,
     VerifyKey,
     key_fits,
     load_public_jwk,
     load_public_pem,
     load_signing_key,
+    verifier,
 )
 
 
@@ -35,6 +37,15 @@ class VerificationKey:
     client_id: str
     alg: str
     key: VerifyKey
+    _verify: Verifier = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_verify", verifier(self.alg, self.key))
+
+    def verify(self, signature: bytes, base: bytes) -> bool:
+        """True when ``signature`` is a valid signature of ``base`` under this key's
+        configured algorithm (the check is specialised once, when the key is loaded)."""
+        return self._verify(signature, base)
 
     def __repr__(self) -> str:  # never print key material
         return (f"VerificationKey(keyid={self.keyid!r}, client_id={self.client_id!r}, "

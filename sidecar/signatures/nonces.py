@@ -58,13 +58,14 @@ class MemoryNonceStore:
     def _evict(self, now: float) -> None:
         # Entries are appended in claim order; with one TTL per store that is expiry order,
         # but a shorter TTL can sit behind a longer one, so sweep a bounded prefix.
-        expired: list[str] = []
-        for key, expiry in self._expiry.items():
-            if expiry > now or len(expired) >= 1024:
-                break
-            expired.append(key)
-        for key in expired:
-            del self._expiry[key]
+        entries = self._expiry
+        for _ in range(1024):
+            if not entries:
+                return
+            key, expiry = next(iter(entries.items()))
+            if expiry > now:
+                return
+            del entries[key]
 
     async def claim(self, key: str, ttl: float) -> bool:
         now = self._clock()

@@ -16,25 +16,28 @@ A request passes when at least one of its signatures (any label):
 7. has a nonce not seen before — claimed only now, after everything else passed.
 
 Cheap checks run before any public-key operation, so a flood of forged signatures costs
-parsing, not crypto.
+parsing, not crypto. Everything that depends only on config (keys with their algorithm,
+the required components) is compiled when the stage is built; a request pays for parsing
+its fields, building its base, one digest and one public-key check.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import redis.asyncio
 from aiohttp import web
+from prometheus_client import Counter
 
 import sidecar.signatures.checks  # noqa: F401  (registers the config cross-checks)
 from sidecar.config.signatures import SignaturesConfig, effective_nonce_store
 from sidecar.context import RequestContext, RouteMatch
 from sidecar.metrics import Metrics
 from sidecar.problem import SidecarError
-from sidecar.signatures import algorithms
-from sidecar.signatures.base import Message, RequestView, build_signature_base
-from sidecar.signatures.components import ComponentId
+from sidecar.signatures.base import Header, Message, RequestView, build_signature_base
+from sidecar.signatures.components import ComponentId, Identity
 from sidecar.signatures.digest import DigestError, verify_content_digest
 from sidecar.signatures.errors import (
     DigestMismatch,
@@ -65,6 +68,63 @@ def _rank(error: SidecarError) -> int:
     return _RANK.get(type(error), 0)
 
 
+@dataclass(frozen=True, slots=True)
+class _Requirement:
+    """One component of ``signatures.covered``, compiled."""
+
+    component: ComponentId
+    identity: Identity
+    field: str | None
+    """A plain header field (no parameters): required only when it applies, and covered
+    whole or with ``;sf`` / ``;bs``. None for derived components and parameterised fields,
+    which must be covered exactly."""
+
+
+def _compile_required(covered: Sequence[ComponentId]) -> tuple[_Requirement, ...]:
+    return tuple(
+        _Requirement(c, c.identity, None if c.is_derived or c.params else c.name)
+        for c in covered)
+
+
+def _signature_fields(headers: Sequence[Header]) -> tuple[list[str], list[str], list[str]]:
+    """The Signature-Input, Signature and Content-Digest field lines, in one pass."""
+    inputs: list[str] = []
+    signatures: list[str] = []
+    digests: list[str] = []
+    for name, value in headers:
+        if name == "signature-input":
+            inputs.append(value)
+        elif name == "signature":
+            signatures.append(value)
+        elif name == "content-digest":
+            digests.append(value)
+    return inputs, signatures, digests
+
+
+class _DigestCheck:
+    """The request's ``Content-Digest`` verdict, computed at most once per request: with
+    several signatures, the body is hashed once, not once per signature."""
+
+    __slots__ = ("_body", "_checked", "_error", "_lines")
+
+    def __init__(self, lines: list[str], body: bytes) -> None:
+        self._lines = lines
+        self._body = body
+        self._checked = False
+        self._error: DigestError | None = None
+
+    def error(self) -> DigestError | None:
+        """None when the field is absent or every supported digest matches the body."""
+        if not self._checked:
+            self._checked = True
+            if self._lines:
+                try:
+                    verify_content_digest(self._lines, self._body)
+                except DigestError as exc:
+                    self._error = exc
+        return self._error
+
+
 class SignatureStage:
     """Implements ``stages.SignatureVerifier``.
 
@@ -84,9 +144,14 @@ class SignatureStage:
         self._cfg = cfg
         self._keys: KeyRing = load_keyring(cfg)
         self._algorithms = frozenset(cfg.algorithms)
-        self._covered: tuple[ComponentId, ...] = cfg.compiled_covered
+        self._required = _compile_required(cfg.compiled_covered)
+        self._max_age = cfg.max_age
+        self._clock_skew = cfg.clock_skew
+        self._require_nonce = cfg.require_nonce
         self._nonces = nonce_store
         self._metrics = metrics
+        self._results: dict[str, Counter] = {}
+        """``signature_verifications`` children by result, bound on first use."""
         self._emit = emit
         self._clock = clock
         self._nonce_ttl = cfg.nonce_ttl()
@@ -121,14 +186,20 @@ class SignatureStage:
         try:
             keyid = await self._verify(view, body, client_id)
         except SidecarError as exc:
-            self._metrics.signature_verifications.labels(result=exc.code).inc()
+            self._count(exc.code)
             raise
-        self._metrics.signature_verifications.labels(result="ok").inc()
+        self._count("ok")
         return keyid
 
+    def _count(self, result: str) -> None:
+        child = self._results.get(result)
+        if child is None:  # one child per result code: a closed set
+            child = self._metrics.signature_verifications.labels(result=result)
+            self._results[result] = child
+        child.inc()
+
     async def _verify(self, view: RequestView, body: bytes, client_id: str | None) -> str:
-        input_lines = [v for n, v in view.headers if n == "signature-input"]
-        signature_lines = [v for n, v in view.headers if n == "signature"]
+        input_lines, signature_lines, digest_lines = _signature_fields(view.headers)
         if not input_lines and not signature_lines:
             raise SignatureMissing("no Signature-Input and Signature fields")
         if not input_lines or not signature_lines:
@@ -138,16 +209,19 @@ class SignatureStage:
         except MalformedField as exc:
             raise SignatureInvalid(f"malformed signature fields: {exc}") from exc
         now = self._clock()
+        digest = _DigestCheck(digest_lines, body)
         failures: list[SidecarError] = []
         for sig_input, signature in pairs:
             try:
-                return await self._verify_one(view, body, client_id, sig_input, signature, now)
+                return await self._verify_one(view, body, client_id, sig_input, signature, now,
+                                              digest)
             except (SignatureInvalid, SignatureExpired, SignatureReplayed, DigestMismatch) as exc:
                 failures.append(exc)
         raise max(failures, key=_rank)
 
     async def _verify_one(self, view: RequestView, body: bytes, client_id: str | None,
-                          sig: SignatureInput, signature: bytes, now: float) -> str:
+                          sig: SignatureInput, signature: bytes, now: float,
+                          digest: _DigestCheck) -> str:
         label = sig.label
         keyid = sig.keyid
         if keyid is None:
@@ -165,9 +239,9 @@ class SignatureStage:
         if alg is not None and alg != key.alg:
             # SECURITY: RFC 9421 §7.3.6 — the key fixes the algorithm; a message cannot pick.
             raise SignatureInvalid(f"{label}: alg {alg!r} contradicts the key's {key.alg}")
-        check_times(sig, now, self._cfg.max_age, self._cfg.clock_skew)
+        check_times(sig, now, self._max_age, self._clock_skew)
         nonce = sig.param("nonce")
-        if nonce is None and self._cfg.require_nonce:
+        if nonce is None and self._require_nonce:
             raise SignatureInvalid(f"{label}: no nonce")
         if nonce is not None and not 0 < len(nonce) <= MAX_NONCE_LENGTH:
             raise SignatureInvalid(f"{label}: nonce must be 1..{MAX_NONCE_LENGTH} characters")
@@ -176,12 +250,9 @@ class SignatureStage:
             raise SignatureInvalid(
                 f"{label}: does not cover {', '.join(c.serialize() for c in missing)}")
         check_signature(view, sig, signature, key)
-        digest_lines = [v for n, v in view.headers if n == "content-digest"]
-        if digest_lines:
-            try:
-                verify_content_digest(digest_lines, body)
-            except DigestError as exc:
-                raise DigestMismatch(f"{label}: {exc}") from exc
+        digest_error = digest.error()
+        if digest_error is not None:
+            raise DigestMismatch(f"{label}: {digest_error}") from digest_error
         if nonce is not None:
             await self._claim(keyid, key.client_id, nonce)
         return keyid
@@ -190,17 +261,25 @@ class SignatureStage:
                          covered: Sequence[ComponentId]) -> list[ComponentId]:
         """Required components (``signatures.covered`` as it applies to this request) that
         ``covered`` lacks. A field counts as covered whole, or as ``;sf`` / ``;bs``."""
-        present = {name for name, _ in view.headers}
+        identities = {c.identity for c in covered}
+        present: set[str] | None = None
         missing: list[ComponentId] = []
-        for required in self._covered:
-            if not required.is_derived and not required.params:
-                if required.name == "content-digest":
+        for required in self._required:
+            if required.identity in identities:  # covered exactly: the common case
+                continue
+            name = required.field
+            if name is not None:
+                if name == "content-digest":
                     if not body:
                         continue
-                elif required.name not in present:
+                else:
+                    if present is None:
+                        present = {header for header, _ in view.headers}
+                    if name not in present:
+                        continue
+                if any(_covers_field(c, name) for c in covered):
                     continue
-            if not any(_covers(c, required) for c in covered):
-                missing.append(required)
+            missing.append(required.component)
         return missing
 
     async def _claim(self, keyid: str, client_id: str, nonce: str) -> None:
@@ -249,15 +328,13 @@ def check_signature(message: Message, sig: SignatureInput, signature: bytes,
         base = build_signature_base(message, sig.components, sig.signature_params())
     except ValueError as exc:  # SignatureBaseError, or an unserialisable parameter
         raise SignatureInvalid(f"{sig.label}: {exc}") from exc
-    if not algorithms.verify(key.alg, key.key, signature, base):
+    if not key.verify(signature, base):
         raise SignatureInvalid(f"{sig.label}: signature does not verify with {key.keyid!r}")
 
 
-def _covers(component: ComponentId, required: ComponentId) -> bool:
-    if component.identity == required.identity:
-        return True
-    return (not required.is_derived and not required.params and component.name == required.name
-            and {key for key, _ in component.params} <= _COVER_FLAGS)
+def _covers_field(component: ComponentId, name: str) -> bool:
+    """``component`` covers the whole field ``name``: bare, or with ``;sf`` / ``;bs``."""
+    return component.name == name and all(key in _COVER_FLAGS for key, _ in component.params)
 
 
 def build_nonce_store(store: str, redis_client: redis.asyncio.Redis | None,

@@ -26,10 +26,10 @@ def request_view(request: web.BaseRequest) -> RequestView:
         url = URL(raw_target, encoded=True)
         raw_target = url.raw_path_qs if url.absolute else "/"
     path, sep, query = raw_target.partition("?")
-    headers = tuple(
+    headers = tuple([
         (name.decode("latin-1").lower(), value.decode("latin-1"))
         for name, value in request.raw_headers
-    )
+    ])
     return RequestView(
         method=request.method,
         scheme=request.scheme,

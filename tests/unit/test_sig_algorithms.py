@@ -123,3 +123,34 @@ def test_jwk_loading(sigkeys: SigKeys) -> None:
     assert loaded.public_numbers() == numbers
     with pytest.raises(KeyLoadError, match="unsupported jwk"):
         load_public_jwk({"kty": "oct", "k": "AAAA"}, "hmac-sha256")
+
+
+@pytest.mark.parametrize("alg", [*ASYMMETRIC, "hmac-sha256"])
+def test_a_key_specialised_verifier_answers_as_verify(alg: str, sigkeys: SigKeys) -> None:
+    """``verifier(alg, key)`` (compiled once per configured key) accepts and refuses exactly
+    what ``verify(alg, key, ...)`` does."""
+    if alg == "hmac-sha256":
+        key: algorithms.SignKey = b"k" * 32
+    else:
+        key, _ = load_signing_key(str(sigkeys.make(f"alg-{alg}", alg).private_pem), alg)
+    public = algorithms.public_of(key)
+    check = algorithms.verifier(alg, public)
+    signature = algorithms.sign(alg, key, BASE)
+    flipped = bytes([signature[0] ^ 1]) + signature[1:]
+    for candidate, base in [(signature, BASE), (signature, BASE + b" "), (flipped, BASE),
+                            (signature[:-1], BASE), (b"", BASE)]:
+        assert check(candidate, base) is algorithms.verify(alg, public, candidate, base)
+    assert check(signature, BASE)
+    assert not check(flipped, BASE)
+
+
+def test_a_key_specialised_verifier_of_a_misfit_key_never_verifies(sigkeys: SigKeys) -> None:
+    ed, _ = load_signing_key(str(sigkeys.make("alg-ed25519", "ed25519").private_pem))
+    ed_public = algorithms.public_of(ed)
+    ed_signature = algorithms.sign("ed25519", ed, BASE)
+    secret = b"k" * 32
+    mac = algorithms.sign("hmac-sha256", secret, BASE)
+    assert not algorithms.verifier("hmac-sha256", ed_public)(ed_signature, BASE)
+    assert not algorithms.verifier("ecdsa-p256-sha256", ed_public)(ed_signature, BASE)
+    assert not algorithms.verifier("ed25519", secret)(mac, BASE)
+    assert not algorithms.verifier("rsa-pss-sha512", secret)(mac, BASE)

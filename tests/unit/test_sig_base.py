@@ -205,3 +205,69 @@ def test_request_view_from_url() -> None:
     for bad in ("/relative", "ftp://h/", "http://user:pw@h/"):
         with pytest.raises(ValueError):
             RequestView.from_url("GET", bad, [])
+
+
+# --- fast paths: each answers exactly as the general path would ---------------------------
+
+
+def test_obs_fold_with_a_bare_line_feed_is_unfolded_too() -> None:
+    """Values without a line feed skip the obs-fold substitution; one with a bare LF is
+    still unfolded."""
+    msg = RequestView("GET", "https", "h", "/", None, (("x-a", "one\n   two"),
+                                                        ("x-b", "one\r   two")))
+    assert value(msg, "x-a") == ["one two"]
+    with pytest.raises(SignatureBaseError, match="control character"):
+        build_signature_base(msg, [ComponentId("x-b")], "()")
+
+
+def test_a_tab_inside_a_value_is_field_content_but_del_is_not() -> None:
+    """Printable values skip the control-character search; HTAB (not printable, but
+    field-content) passes it, DEL does not."""
+    tab = RequestView("GET", "http", "h", "/", None, (("x-a", "a\tb"),))
+    assert build_signature_base(tab, [ComponentId("x-a")], "()") == (
+        b'"x-a": a\tb\n"@signature-params": ()')
+    delete = RequestView("GET", "http", "h", "/", None, (("x-a", "a\x7fb"),))
+    with pytest.raises(SignatureBaseError, match="control character"):
+        build_signature_base(delete, [ComponentId("x-a")], "()")
+
+
+@pytest.mark.parametrize(("message", "identifier", "why"), [
+    (REQUEST, "@query-param", "query-param without a name"),
+    (REQUEST, "@nope", "unknown derived component without parameters"),
+    (ResponseView(200, (), REQUEST), "@path", "request component of a response without req"),
+    (RequestView(" POST", "https", "h", "/", None, ()), "@method", "method with a space"),
+    (RequestView("POST", "https", "h", "/a\x00b", None, ()), "@path", "path with a NUL"),
+    (RequestView("POST", "https", "h", "/a\u00a0", None, ()), "@path", "unprintable path"),
+], ids=lambda v: v if isinstance(v, str) else None)
+def test_parameterless_components_are_refused_like_any_other(
+        message: RequestView | ResponseView, identifier: str, why: str) -> None:
+    with pytest.raises(SignatureBaseError):
+        build_signature_base(message, [ComponentId(identifier)], "()")
+
+
+def test_parameterless_and_parameterised_lookups_agree() -> None:
+    """A response's ``"@method";req`` takes the general path; a request's ``@method`` the
+    fast one: both read the same request."""
+    response = ResponseView(200, (("x-a", "v"),), REQUEST)
+    for name in ("@method", "@target-uri", "@authority", "@scheme", "@request-target",
+                 "@path", "@query"):
+        assert value(response, f'"{name}";req') == value(REQUEST, name)
+    assert value(response, "x-a") == ["v"]
+
+
+def test_signature_parameters_keep_true_and_one_apart() -> None:
+    """Serialised parameters are cached by value and type: ``True == 1`` in Python."""
+    for _ in range(2):
+        assert serialize_signature_params([], [("x", True)]) == "();x"
+        assert serialize_signature_params([], [("x", 1)]) == "();x=1"
+        assert serialize_signature_params([], [("x", "1")]) == '();x="1"'
+
+
+def test_identifiers_that_compare_equal_serialise_each_as_itself() -> None:
+    """``ComponentId`` equality ignores bool/int (``True == 1``); the serialisation kept
+    on each identifier does not."""
+    flag = ComponentId("x-a", (("sf", True),))
+    one = ComponentId("x-a", (("sf", 1),))
+    assert flag == one
+    assert (flag.serialize(), one.serialize()) == ('"x-a";sf', '"x-a";sf=1')
+    assert (flag.serialize(), one.serialize()) == ('"x-a";sf', '"x-a";sf=1')

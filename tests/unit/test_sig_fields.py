@@ -1,4 +1,4 @@
-"""Parsing ``Signature-Input`` / ``Signature`` / ``Content-Digest`` with http_sfv, strictly."""
+"""Parsing ``Signature-Input`` / ``Signature`` / ``Content-Digest`` with http_sf, strictly."""
 
 from __future__ import annotations
 
@@ -135,3 +135,41 @@ def test_empty_body_digest() -> None:
     empty = content_digest(b"")
     assert empty == f"sha-256=:{base64.b64encode(hashlib.sha256(b'').digest()).decode()}:"
     assert verify_content_digest([empty], b"") == "sha-256"
+
+
+# --- parsed identifiers are interned: equal-comparing items must not share an entry ---------
+
+
+def test_a_token_is_refused_even_after_the_equal_string_was_accepted() -> None:
+    """``Token("content-type") == "content-type"`` in Python; the interned identifiers are
+    keyed by type too, so the token form stays malformed."""
+    [(accepted, _)] = parse_signatures(['sig1=("content-type");created=1'], [SIG])
+    assert accepted.components == (ComponentId("content-type"),)
+    with pytest.raises(MalformedField, match="Structured Field Strings"):
+        parse_signatures(["sig1=(content-type);created=1"], [SIG])
+
+
+def test_a_flag_and_the_integer_one_stay_different_parameters() -> None:
+    [(flag, _)] = parse_signatures(['sig1=("x-a";sf);created=1'], [SIG])
+    [(one, _)] = parse_signatures(['sig1=("x-a";sf=1);created=1'], [SIG])
+    assert flag.components[0].param("sf") is True
+    assert type(one.components[0].param("sf")) is int
+    assert one.signature_params() == '("x-a";sf=1);created=1'
+    assert flag.signature_params() == '("x-a";sf);created=1'
+
+
+def test_the_same_identifier_parses_to_the_same_component() -> None:
+    first = parse_signatures([INPUT], [SIG])[0][0].components
+    second = parse_signatures([INPUT.replace("created=1", "created=2")], [SIG])[0][0].components
+    assert all(a is b for a, b in zip(first, second, strict=True))
+
+
+def test_a_duplicate_component_parameter_keeps_the_last_value() -> None:
+    [(sig_input, _)] = parse_signatures(['sig1=("@query-param";name="a";name="b")'], [SIG])
+    assert sig_input.components == (ComponentId("@query-param", (("name", "b"),)),)
+
+
+def test_a_duplicate_digest_algorithm_on_one_line_is_malformed() -> None:
+    one_line = f"{content_digest(BODY)}, {content_digest(BODY)}"
+    with pytest.raises(DigestError, match="malformed"):
+        verify_content_digest([one_line], BODY)

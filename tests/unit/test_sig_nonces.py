@@ -94,3 +94,21 @@ async def test_memory_store_is_bounded_and_fails_closed_when_full() -> None:
     ticker.now = 10.5
     assert await store.claim("d", 10)  # expired entries make room
     assert len(store) == 1
+
+
+async def test_memory_store_sweeps_a_bounded_prefix_of_expired_nonces() -> None:
+    """A claim evicts expired nonces from the oldest end, at most 1024 at a time, and stops
+    at the first live one (a shorter TTL behind it waits for the next sweep)."""
+    ticker = Ticker()
+    store = MemoryNonceStore(clock=ticker)
+    for i in range(1500):
+        assert await store.claim(f"old-{i}", 1)
+    assert await store.claim("long", 100)
+    assert await store.claim("short", 1)
+    ticker.now = 2.0
+    assert await store.claim("new-1", 1)
+    assert len(store) == 1500 + 3 - 1024
+    assert await store.claim("new-2", 1)
+    assert len(store) == 4  # long, short (behind it), new-1, new-2
+    assert await store.claim("short", 1)  # expired, though not yet swept: claimable again
+    assert await store.claim("long", 1) is False
