@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +22,7 @@ from sidecar.context import Identity, RequestContext, RouteMatch
 from sidecar.metrics import Metrics
 from sidecar.ratelimit import RateLimited, RateLimitStage, RateLimitUnavailable, rate_limit_headers
 from sidecar.redisconn import build_redis, close_redis, ping
-from tests.fixtures.redis import RedisServer
+from tests.fixtures.redis import BlackHole, RedisServer
 
 POLICIES: list[dict[str, Any]] = [
     {"name": "per-client", "key": "client_id", "capacity": 5, "refill": "1/m"},
@@ -88,39 +88,6 @@ def restore_redis(redis_server: RedisServer) -> Iterator[RedisServer]:
         redis_server.start()
 
 
-class BlackHole:
-    """Accepts TCP connections, reads everything, never answers."""
-
-    def __init__(self) -> None:
-        self.connections = 0
-        self.bytes = 0
-        self.server: asyncio.Server | None = None
-        self.writers: list[asyncio.StreamWriter] = []
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.connections += 1
-        self.writers.append(writer)
-        while data := await reader.read(65536):
-            self.bytes += len(data)
-
-    async def start(self) -> int:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return int(self.server.sockets[0].getsockname()[1])
-
-    async def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-
-@pytest.fixture
-async def black_hole() -> AsyncIterator[BlackHole]:
-    hole = BlackHole()
-    await hole.start()
-    yield hole
-    await hole.close()
 
 
 async def top_level_calls(raw: Redis) -> dict[str, int]:

@@ -30,9 +30,8 @@ from sidecar.ratelimit.wire import (
     encode_command,
 )
 from sidecar.redisconn import build_redis, close_redis, direct_target
-from tests.fixtures.redis import RedisServer, redis_binary
+from tests.fixtures.redis import BlackHole, RedisServer, redis_binary
 from tests.fixtures.tls import TLSMaterial
-from tests.integration.test_ratelimit_redis import BlackHole
 from tests.support import free_port
 
 
@@ -99,12 +98,6 @@ ACL = ("--user", "default", "on", "nopass", "resetchannels", "-@all", "+ping",
 """Anyone may PING (the fixture's readiness probe); only ``limiter`` may do anything else."""
 
 
-@pytest.fixture
-async def black_hole() -> AsyncIterator[BlackHole]:
-    hole = BlackHole()
-    await hole.start()
-    yield hole
-    await hole.close()
 
 
 async def test_an_acl_user_and_a_database_are_used(server_with: Any) -> None:
