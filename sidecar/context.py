@@ -70,6 +70,8 @@ class RequestContext:
     """Mutable per-request state; created by the pipeline, enriched by each stage."""
 
     request_id: str
+    """Random (32 hex digits), or a trusted proxy's ``X-Request-Id`` that passed the
+    charset and ``sidecar.audit.redact.safe_string`` unchanged: safe to log as is."""
     method: str
     path: str
     """Raw path, byte-for-byte what is forwarded (already checked by path safety)."""

@@ -21,6 +21,7 @@ from typing import Final
 from aiohttp import web
 from multidict import CIMultiDict
 
+from sidecar.audit.redact import safe_string
 from sidecar.clientip import TrustedProxies
 from sidecar.context import Identity, RequestContext, RouteMatch
 from sidecar.headers import RequestHeaderPolicy, upstream_request_headers
@@ -153,7 +154,10 @@ class Pipeline:
             address = self.trusted.resolve(peer_ip, request.headers.getall("X-Forwarded-For", ()))
             client_ip, forwarded_for = address.client_ip, address.forwarded_for
             incoming = request.headers.get("X-Request-Id", "")
-            if 0 < len(incoming) <= 128 and _REQUEST_ID_CHARS.issuperset(incoming):
+            # Kept only when it is also fit for the audit log as is (no card number, no
+            # token): the audit builder records ctx.request_id without another scan.
+            if (0 < len(incoming) <= 128 and _REQUEST_ID_CHARS.issuperset(incoming)
+                    and safe_string(incoming) == incoming):
                 request_id = incoming
         raw_path, _, query = request.raw_path.partition("?")
         return RequestContext(

@@ -119,7 +119,7 @@ class EventBuilder:
             "type": "request",
             "time": self._time(now),
             "event_id": new_event_id(),
-            "request_id": safe_string(ctx.request_id),
+            "request_id": ctx.request_id,  # random, or a proxy's id the pipeline checked
             "client_id": client_id,
             "subject": subject,
             "source_ip": ctx.client_ip,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 from typing import Any
 
@@ -73,6 +74,18 @@ async def test_a_trusted_proxy_keeps_its_request_id_and_chain(
     assert seen.header("x-forwarded-for") == "198.51.100.4, 127.0.0.1"
     assert seen.header("x-request-id") == "lb-abc.123"
     assert headers["X-Request-Id"] == "lb-abc.123"
+
+
+async def test_a_trusted_proxys_request_id_carrying_a_card_number_or_token_is_replaced(
+    backend: Backend, start_sidecar: StartSidecar
+) -> None:
+    # The id is logged and audited as is, so one that is not fit for the log is dropped.
+    sidecar = await start_sidecar(base_config(
+        backend.url, server={"trusted_proxies": ["127.0.0.0/8"]}))
+    for spoofed in ("4111111111111111", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"):
+        _, headers, _ = await _get(sidecar.url + "/x", headers={"X-Request-Id": spoofed})
+        assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Request-Id"])
+        assert backend.requests[-1].header("x-request-id") == headers["X-Request-Id"]
 
 
 async def _raw(port: int, payload: bytes) -> bytes:
